@@ -1,0 +1,154 @@
+"""The text the model reads: verifier feedback, the SDPO teacher prompt, the multi-turn prompt.
+
+Pure string functions, pinned by golden-string tests (tests/test_feedback.py).
+
+Feedback follows the paper's LeetCode-style code environment (SPEC §2.3, DATASETS §3):
+  * a runtime error (first one only): exception, offending line, last executed input;
+  * else a time limit exceeded (first one), with its input;
+  * else (no gradable code) the format message, or "Truncated Attempt" when generation hit the limit;
+  * else up to two wrong answers, shortest first, as Input / Output / Expected.
+Caps: input 250 chars and 8 lines; output and expected 250 chars; debug 10 lines x 300 chars; the whole
+text 2000 chars. Hidden tests add only counts: their inputs, outputs and expected values never appear.
+Memory and output limits are reported like runtime errors (the paper's sandbox turns both into errors).
+"""
+
+from __future__ import annotations
+
+from .verify import (
+    FORMAT_ERROR,
+    MEMORY_LIMIT,
+    OUTPUT_LIMIT,
+    RUNTIME_ERROR,
+    TIME_LIMIT,
+    TRUNCATED,
+    WRONG_ANSWER,
+    TestOutcome,
+    Verdict,
+)
+
+MAX_CHARS = 2000
+MAX_INPUT_CHARS, MAX_INPUT_LINES = 250, 8
+MAX_VALUE_CHARS = 250
+MAX_DEBUG_LINES, MAX_DEBUG_LINE_CHARS = 10, 300
+
+FORMAT_MESSAGE = "Incorrect Format: Put your code inside a ```python ... ``` block."
+TRUNCATED_MESSAGE = (
+    "Truncated Attempt: Your previous response was too long and truncated because it reached the maximum "
+    "response length. Try again with a shorter response."
+)
+
+# SDPO teacher prompt (SPEC §2.1: the YAML values the official code loads).
+REPROMPT_TEMPLATE = "{prompt}{solution}{feedback}\n\nCorrectly solve the original question."
+SOLUTION_TEMPLATE = "\nCorrect solution:\n\n{successful_previous_attempt}"
+FEEDBACK_TEMPLATE = "\nThe following is feedback from your unsuccessful earlier attempt:\n\n{feedback_raw}"
+
+
+def _cap(text: str, chars: int, lines: int | None = None) -> str:
+    text = text.rstrip("\n")
+    if lines is not None:
+        parts = text.split("\n")
+        if len(parts) > lines:
+            text = "\n".join(parts[:lines]) + "\n..."
+    return text if len(text) <= chars else text[:chars] + "..."
+
+
+def _debug(text: str) -> str:
+    lines = [ln[:MAX_DEBUG_LINE_CHARS] for ln in text.rstrip().split("\n")[-MAX_DEBUG_LINES:]]
+    return "\n".join(lines)
+
+
+def _error_block(o: TestOutcome) -> str:
+    title = {
+        RUNTIME_ERROR: "Runtime Error",
+        MEMORY_LIMIT: "Memory Limit Exceeded",
+        OUTPUT_LIMIT: "Output Limit Exceeded",
+        TIME_LIMIT: "Time Limit Exceeded",
+    }[o.status]
+    parts = [title]
+    if o.status != TIME_LIMIT:
+        detail = "\n".join(x for x in (_cap(o.error, MAX_VALUE_CHARS), o.location) if x)
+        if detail:
+            parts[0] += "\n" + detail
+    parts.append("Last Executed Input\n" + _cap(o.input, MAX_INPUT_CHARS, MAX_INPUT_LINES))
+    return "\n\n".join(parts)
+
+
+def _wrong_block(o: TestOutcome) -> str:
+    parts = [f"Test Case {o.index + 1}: Wrong Answer", "Input\n" + _cap(o.input, MAX_INPUT_CHARS, MAX_INPUT_LINES)]
+    if o.output or o.expected:
+        parts += ["Output\n" + _cap(o.output, MAX_VALUE_CHARS), "Expected\n" + _cap(o.expected, MAX_VALUE_CHARS)]
+    if o.debug.strip():
+        parts.append("Debug Output\n" + _debug(o.debug))
+    return "\n\n".join(parts)
+
+
+def _hidden_summary(v: Verdict) -> str:
+    hidden = [o for o in v.tests if o.hidden]
+    failed = [o for o in hidden if not o.passed]
+    if not failed:
+        return ""
+    kinds: dict[str, int] = {}
+    for o in failed:
+        kinds[o.status.replace("_", " ")] = kinds.get(o.status.replace("_", " "), 0) + 1
+    how = ", ".join(f"{k}: {n}" for k, n in kinds.items())
+    return (f"Hidden Tests: passed {len(hidden) - len(failed)} of {len(hidden)} ({how}). "
+            "Hidden test inputs are not shown.")
+
+
+def feedback_text(verdict: Verdict, problem) -> str:
+    """The feedback the model reads for `verdict` ("" when it passed). See the module docstring."""
+    if verdict.passed:
+        return ""
+    kind = problem.kind
+    if verdict.status in (FORMAT_ERROR, TRUNCATED):
+        if verdict.status == TRUNCATED:
+            return TRUNCATED_MESSAGE
+        if kind == "answer" or (kind == "command" and problem.verifier.send == "answer"):
+            from .extract import format_hint
+
+            return "Incorrect Format: " + format_hint(problem.verifier.extract)
+        return FORMAT_MESSAGE
+    if kind == "command":
+        return _cap(verdict.message or "The judge rejected the answer (it printed nothing).", MAX_CHARS)
+    if kind == "answer":
+        # Never reveal the expected answer (SPEC §2.3 math feedback: correctness only).
+        return _cap(f"Wrong Answer\n\nYour final answer was: {verdict.answer}\nThat answer is not correct.", MAX_CHARS)
+
+    visible = [o for o in verdict.tests if not o.hidden and not o.passed]
+    blocks: list[str] = []
+    for status in (RUNTIME_ERROR, MEMORY_LIMIT, OUTPUT_LIMIT, TIME_LIMIT):
+        first = next((o for o in visible if o.status == status), None)
+        if first:
+            blocks = [_error_block(first)]
+            break
+    if not blocks:
+        wrong = [o for o in visible if o.status == WRONG_ANSWER]
+        wrong.sort(key=lambda o: (len(o.input) + len(o.output), o.index))
+        blocks = [_wrong_block(o) for o in wrong[:2]]
+    summary = _hidden_summary(verdict)
+    if summary:
+        blocks.append(summary)
+    return _cap("\n\n".join(blocks), MAX_CHARS)
+
+
+def reprompt(prompt: str, *, feedback: str | None = None, solution: str | None = None) -> str:
+    """The SDPO self-teacher's user message (SPEC §2.1-2.2).
+
+    A successful attempt of the same batch (`solution`) is used as a demonstration, and feedback is
+    then dropped (environment_feedback_only_without_solution). The student's own attempt never goes in.
+    """
+    sol = SOLUTION_TEMPLATE.format(successful_previous_attempt=solution) if solution else ""
+    fb = FEEDBACK_TEMPLATE.format(feedback_raw=feedback) if feedback and not solution else ""
+    return REPROMPT_TEMPLATE.format(prompt=prompt, solution=sol, feedback=fb)
+
+
+MULTITURN_HEADER = "The following is feedback from your unsuccessful earlier attempt:"
+
+
+def multiturn_prompt(question: str, feedbacks: list[str]) -> str:
+    """The multi-turn baseline's `feedback_only` user message (SPEC §3.4): all past feedback, oldest
+    first, joined by blank lines under ONE header; past attempts are not kept."""
+    if not feedbacks:
+        return question
+    return f"{question}\n\n{MULTITURN_HEADER}\n\n" + "\n\n".join(feedbacks) + "\n\nCorrectly solve the original question."
+

@@ -1,0 +1,54 @@
+"""Samplers: generate G completions of one prompt with the current LoRA adapter.
+
+Every backend (transformers, vLLM, the scripted test sampler) implements `Sampler`, so nothing above
+this package knows which backend runs. A backend is chosen by name with `get_sampler`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample. `seed` makes a batch reproducible on the same machine and backend."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 512
+    seed: int = 0
+
+
+@dataclass
+class Completion:
+    """One sampled attempt.
+
+    Attributes:
+        text: decoded response (special tokens skipped).
+        token_ids: the exact sampled token ids, EOS included when generation stopped on it.
+            The teacher re-scores exactly these ids (never a re-tokenisation of `text`).
+        logprobs: log-probability of each sampled token under the sampling distribution
+            (after temperature / top-p), same length as `token_ids`.
+        truncated: generation hit `max_new_tokens` without emitting EOS.
+    """
+
+    text: str
+    token_ids: list[int]
+    logprobs: list[float] = field(default_factory=list)
+    truncated: bool = False
+
+
+class Sampler(Protocol):
+    """A sampling backend.
+
+    `prompt_ids` is the chat-templated prompt, already tokenised, so that every backend and the
+    trainer see the same prefix. `adapter_dir` is a peft adapter directory to sample with, or None
+    for the base model (or for backends that sample from the live in-memory adapter).
+    """
+
+    name: str
+
+    def sample(
+        self, prompt_ids: list[int], n: int, params: SamplingParams, adapter_dir: str | None = None
+    ) -> list[Completion]: ...
