@@ -1,0 +1,123 @@
+"""The sandbox against hostile programs, for real: each case must end as a failed run with a clear
+status or message, and the sandbox must keep working afterwards. Runs in every isolation mode this
+machine offers (bwrap and/or unshare), forced through SDPO_SANDBOX."""
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from sdpo_cli.verify import sandbox
+from sdpo_cli.verify.sandbox import Limits, run_python
+
+FAST = Limits(time_s=1, memory_mb=256, output_bytes=1 << 16)
+
+
+def _modes():
+    modes = []
+    if sandbox.shutil.which("bwrap") and sandbox._works(["bwrap", "--ro-bind", "/", "/", "--unshare-net", "true"]):
+        modes.append("bwrap")
+    if sandbox._works(["unshare", "--net", "--pid", "--fork", "--kill-child", "true"]):
+        modes.append("unshare")
+    return modes or ["rlimits"]
+
+
+@pytest.fixture(params=_modes(), autouse=True)
+def mode(request, monkeypatch):
+    monkeypatch.setenv("SDPO_SANDBOX", request.param)
+    sandbox.isolation.cache_clear()
+    yield request.param
+    sandbox.isolation.cache_clear()
+
+
+def still_works():
+    res = run_python("print(sum(map(int, input().split())))", stdin="2 3\n", limits=FAST)
+    assert (res.status, res.stdout) == ("ok", "5\n")
+
+
+def test_round_trip_files_and_exit_codes():
+    res = run_python("import sys; print(open('data.txt').read().strip(), input()); sys.exit(3)",
+                     stdin="from stdin\n", files={"data.txt": "from file"}, limits=FAST)
+    assert res.stdout == "from file from stdin\n" and res.returncode == 3 and res.status == "error"
+    still_works()
+
+
+def test_infinite_loop_times_out():
+    res = run_python("while True: pass", limits=FAST)
+    assert res.status == "timeout"
+    still_works()
+
+
+def test_sleeping_forever_hits_the_wall_clock():
+    res = run_python("import time; time.sleep(1000)", limits=FAST)
+    assert res.status == "timeout" and res.wall_s < FAST.wall_s + 2
+    still_works()
+
+
+def test_memory_bomb():
+    res = run_python("x = bytearray(2 * 1024**3)", limits=FAST)
+    assert res.status == "memory" and "MemoryError" in res.stderr
+    still_works()
+
+
+def test_fork_bomb_is_contained():
+    res = run_python("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass", limits=FAST)
+    assert res.status == "timeout"
+    # No survivor of the bomb may keep running (the kernel tears a PID namespace down asynchronously).
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        left = subprocess.run(["pgrep", "-f", "-u", str(sandbox.NOBODY), "solution.py"],
+                              capture_output=True, text=True).stdout.split()
+        if not left or os.geteuid() != 0:
+            break
+        time.sleep(0.2)
+    assert left == [] or os.geteuid() != 0
+    still_works()
+
+
+def test_gigabytes_of_output_are_cut_off():
+    res = run_python("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)", limits=FAST)
+    assert res.status == "output_limit" and len(res.stdout) <= FAST.output_bytes and res.wall_s < 5
+    still_works()
+
+
+def test_cannot_write_outside_its_directory(mode):
+    res = run_python("open('/etc/sdpo_sandbox_escape', 'w').write('x')", limits=FAST)
+    assert res.status == "error" and ("Read-only" in res.stderr or "Permission denied" in res.stderr)
+    assert not os.path.exists("/etc/sdpo_sandbox_escape")
+    ok = run_python("open('scratch.txt', 'w').write('fine'); print(open('scratch.txt').read())", limits=FAST)
+    assert ok.stdout == "fine\n"
+    still_works()
+
+
+def test_no_network():
+    res = run_python("import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=3)", limits=FAST)
+    assert res.status == "error" and "Network is unreachable" in res.stderr
+    still_works()
+
+
+def test_environment_secret_is_not_visible(monkeypatch):
+    monkeypatch.setenv("SDPO_TEST_SECRET", "hunter2")
+    res = run_python("import os; print(sorted(os.environ)); print(os.environ.get('SDPO_TEST_SECRET'))", limits=FAST)
+    assert "hunter2" not in res.stdout and "SDPO_TEST_SECRET" not in res.stdout
+    still_works()
+
+
+def test_killing_the_parent_does_not_hurt_the_verifier():
+    code = "import os, signal\nfor pid in (os.getppid(), %d):\n    try:\n        os.kill(pid, signal.SIGKILL)\n    except OSError as e:\n        print(e)" % os.getpid()
+    res = run_python(code, limits=FAST)
+    assert res.status in ("ok", "error")  # the verifier (this test process) is still here
+    still_works()
+
+
+def test_recursion_bomb_fails_and_is_reported():
+    res = run_python("import sys\nsys.setrecursionlimit(10**9)\ndef f(n):\n    return f(n + 1)\nf(0)", limits=FAST)
+    assert res.status in ("error", "timeout", "memory") and res.returncode != 0
+    still_works()
+
+
+def test_reading_stdin_forever_gets_eof():
+    res = run_python("while True:\n    input()", limits=FAST)
+    assert res.status == "error" and "EOFError" in res.stderr
+    still_works()
