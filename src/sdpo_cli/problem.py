@@ -153,7 +153,7 @@ class Problem(_Strict):
                 return len(v.tests)
             from .verify.assertions import split_check  # local: only needed for test_code problems
 
-            return len(split_check(v.test_code or "", v.name))
+            return len(split_check(v.test_code or "", v.name)) or 1  # unsplittable: one whole check()
         return 1
 
     @property

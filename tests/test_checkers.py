@@ -1,0 +1,110 @@
+"""Verifiers end to end through the real sandbox: each kind, each failure mode, parallel batches."""
+
+from pathlib import Path
+
+import pytest
+
+from sdpo_cli.problem import Problem, load_problem
+from sdpo_cli.verify import verify, verify_many
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def code(src: str) -> str:
+    return f"Here is my solution.\n```python\n{src}\n```\n"
+
+
+@pytest.fixture(scope="module")
+def stdio():
+    return load_problem(ROOT / "problems/stdio_second_largest.yaml")
+
+
+def test_stdio_pass_ignores_trailing_whitespace(stdio):
+    v = verify(stdio, code("n=int(input()); xs=sorted(set(map(int,input().split())))\nprint(str(xs[-2] if len(xs)>1 else -1) + '   \\n\\n')"))
+    assert v.passed and v.n_passed == v.n_total == 5 and v.feedback == ""
+
+
+def test_stdio_runtime_error_names_line_and_input(stdio):
+    v = verify(stdio, code("n = int(input())\nxs = list(map(int, input().split()))\nprint(xs[5])"))
+    assert not v.passed and v.status == "runtime_error"
+    assert v.feedback.startswith("Runtime Error\nIndexError: list index out of range\n  print(xs[5])\nLine 3 in <module> (Solution.py)")
+    assert "Last Executed Input\n" in v.feedback
+
+
+def test_time_limit(stdio):
+    p = stdio.model_copy(update={"limits": stdio.limits.model_copy(update={"time_s": 0.5})})
+    v = verify(p, code("while True: pass"))
+    assert v.status == "time_limit" and v.feedback.startswith("Time Limit Exceeded\n\nLast Executed Input\n")
+
+
+def test_format_error_and_truncation(stdio):
+    assert verify(stdio, "I don't know how to code this.").feedback.startswith("Incorrect Format")
+    assert verify(stdio, "```python\nprint(1", truncated=True).feedback.startswith("Truncated Attempt")
+
+
+def test_float_tolerance():
+    p = Problem.model_validate({"id": "f", "title": "t", "prompt": "q", "verifier": {
+        "kind": "stdio", "float_tolerance": 1e-3, "tests": [{"input": "", "output": "0.3333 2\n"}]}})
+    assert verify(p, code("print(1/3, 2)")).passed
+    assert not verify(p, code("print(0.34, 2)")).passed
+
+
+def test_function_class_solution_and_plain_function():
+    p = load_problem(ROOT / "problems/function_two_sum.yaml")
+    cls = "class Solution:\n    def twoSum(self, nums, target):\n        return [i for i in range(len(nums)) for j in range(i+1, len(nums)) if nums[i]+nums[j]==target][:1] + [j for i in range(len(nums)) for j in range(i+1, len(nums)) if nums[i]+nums[j]==target][:1]"
+    assert verify(p, code(cls)).passed
+    fn = "def twoSum(nums, target):\n    print('debug line')\n    return (0, 1)"  # tuple == list after JSON
+    v = verify(p, code(fn))
+    assert v.n_passed == 2 and "Debug Output\ndebug line" in v.feedback
+    assert "Hidden Tests: passed 0 of 1" in v.feedback and "[1, 5, 9, -2]" not in v.feedback
+
+
+def test_function_missing_name_is_a_runtime_error():
+    p = load_problem(ROOT / "problems/function_two_sum.yaml")
+    v = verify(p, code("def other(): pass"))
+    assert v.status == "runtime_error" and "NameError: function 'twoSum' is not defined" in v.feedback
+
+
+def test_assertions_are_split_into_cases():
+    p = load_problem(ROOT / "problems/function_running_max.yaml")
+    assert p.n_tests == 4
+    v = verify(p, code("def running_max(xs):\n    return sorted(xs)"))
+    assert v.n_passed == 1 and v.n_total == 4  # only [] passes
+    assert "Input\nassert candidate([5, 4, 3]) == [5, 5, 5]\n\nOutput\n[3, 4, 5]\n\nExpected\n[5, 5, 5]" in v.feedback
+
+
+def test_unsplittable_check_runs_whole():
+    p = Problem.model_validate({"id": "c", "title": "t", "prompt": "q", "verifier": {"kind": "function", "name": "sq",
+        "test_code": "def check(candidate):\n    for i in range(5):\n        assert candidate(i) == i * i\n"}})
+    assert p.n_tests == 1
+    assert verify(p, code("def sq(x): return x*x")).passed
+    v = verify(p, code("def sq(x): return x+x"))
+    assert v.status == "wrong_answer" and "assert candidate(i) == i * i" in v.feedback
+
+
+def test_answer_kinds():
+    num = Problem.model_validate({"id": "a", "title": "t", "prompt": "q", "verifier": {"kind": "answer", "answer": "0.5"}})
+    assert verify(num, "so the answer is \\boxed{1/2}").passed
+    assert verify(num, "Answer: 0.5000001").passed
+    wrong = verify(num, "Answer: 0.6")
+    assert not wrong.passed and "0.5" not in wrong.feedback
+    rx = Problem.model_validate({"id": "r", "title": "t", "prompt": "q",
+                                 "verifier": {"kind": "answer", "answer": "(?i)paris", "match": "regex"}})
+    assert verify(rx, "Answer: PARIS").passed
+
+
+def test_command_judge_gets_answer_and_its_output_is_feedback():
+    p = load_problem(ROOT / "problems/command_palindrome.yaml")
+    assert verify(p, "Answer: bbabab b").passed is False
+    assert verify(p, "Answer: abbbbba").passed
+    v = verify(p, "Answer: aaaaaaa")
+    assert v.status == "judge_failed" and v.feedback == "Your word 'aaaaaaa' is not valid: it has only 0 b's."
+
+
+def test_hostile_code_in_a_batch_does_not_break_the_others(stdio):
+    good = code("n=int(input()); xs=sorted(set(map(int,input().split())))\nprint(xs[-2] if len(xs)>1 else -1)")
+    bombs = [code("x = bytearray(4 * 1024**3)"), code("import os\nwhile True: os.fork()"), code("print('x' * 10**9)")]
+    vs = verify_many(stdio.model_copy(update={"limits": stdio.limits.model_copy(update={"time_s": 1})}),
+                     [(b, False) for b in bombs] + [(good, False)])
+    assert [v.passed for v in vs] == [False, False, False, True]
+    assert all(v.feedback for v in vs[:3])
