@@ -27,8 +27,10 @@ def _modes():
 def mode(request, monkeypatch):
     monkeypatch.setenv("SDPO_SANDBOX", request.param)
     sandbox.isolation.cache_clear()
+    sandbox.interpreter.cache_clear()
     yield request.param
     sandbox.isolation.cache_clear()
+    sandbox.interpreter.cache_clear()
 
 
 def still_works():

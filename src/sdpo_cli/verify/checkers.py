@@ -19,7 +19,6 @@ import json
 import math
 import os
 import re
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -41,7 +40,7 @@ from . import (
 )
 from .assertions import split_check
 from .sandbox import Limits as SandboxLimits
-from .sandbox import run_program, run_python
+from .sandbox import interpreter, run_program, run_python
 
 HARNESS_SRC = (Path(__file__).parent / "harness.py").read_text(encoding="utf-8")
 _STATUS_PRIORITY = [RUNTIME_ERROR, MEMORY_LIMIT, OUTPUT_LIMIT, TIME_LIMIT, WRONG_ANSWER]
@@ -181,7 +180,7 @@ def _call_repr(name: str, args: list, kwargs: dict) -> str:
 
 def _harness(code: str, call: dict, lim: SandboxLimits):
     files = {"solution.py": code, "harness.py": HARNESS_SRC, "call.json": json.dumps(call)}
-    return run_program([sys.executable, "-I", "harness.py"], files=files, limits=lim)
+    return run_program([interpreter(), "-I", "harness.py"], files=files, limits=lim)
 
 
 def _result_line(stdout: str) -> dict | None:

@@ -17,7 +17,13 @@ What IS protected
     either passes `output_bytes`; nothing beyond the cap is kept in memory.
   * Processes: as root (our machines and CI), the program runs as uid/gid 65534 (nobody) so that
     RLIMIT_NPROC (`processes`) is enforced (the kernel ignores it for root): fork bombs stop at the
-    limit, and in a PID namespace every process dies with the run.
+    limit, and in a PID namespace every process dies with the run. All runs share that one uid, so a
+    fork bomb can briefly starve a concurrent run of processes (it fails, it is not harmed otherwise).
+    Under bwrap, closed directories such as /root are replaced by an empty tmpfs with only the Python
+    interpreter's own tree bound back read-only. Without bwrap, when this interpreter lives in such a
+    closed directory, untrusted code runs on the system's python3.X of the same minor version
+    (standard library only); if there is none, it keeps root's uid (no NPROC limit, and no
+    protection of the file system: install bubblewrap).
   * Environment: scrubbed; the program sees only PATH, LANG, PYTHONHASHSEED, OMP_NUM_THREADS, HOME
     and TMPDIR (both the run's own directory). No secrets from the verifier's environment.
   * Files: a fresh temporary working directory per run, deleted afterwards. With bubblewrap ("bwrap")
@@ -30,6 +36,7 @@ What IS protected
 
 What is NOT protected
   * Reading files that are world-readable (the program can read the Python installation, /etc, ...).
+  * In `unshare` mode /tmp is the host's /tmp (no mount namespace): the program can leave files there.
   * Kernel exploits, CPU side channels, and exhausting the disk through world-writable directories
     when neither bwrap nor root is available.
   * Without bwrap and unshare (isolation() == "rlimits"): there is NO network isolation, and a
@@ -103,24 +110,75 @@ def isolation() -> str:
     return "rlimits"
 
 
-def _drop_root() -> bool:
-    return os.geteuid() == 0 and shutil.which("setpriv") is not None
+def _reachable_by_others(path: str) -> bool:
+    """Can uid 65534 reach `path` (o+x on every directory above it)?"""
+    p = os.path.realpath(path)
+    while p != "/":
+        p = os.path.dirname(p)
+        if not os.stat(p).st_mode & 0o001:
+            return False
+    return True
+
+
+@functools.cache
+def _private_dirs() -> tuple[str, ...]:
+    """Closed directories (e.g. /root, mode 700) that hold the interpreter: bwrap hides them behind an
+    empty tmpfs and binds back only the interpreter's own tree, read-only (this also hides the rest
+    of /root from the program)."""
+    return tuple(d for d in ("/root", "/home") if os.path.isdir(d) and not os.stat(d).st_mode & 0o001)
+
+
+def _interpreter_dirs() -> list[str]:
+    dirs = {sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(sys.executable))}
+    return sorted(d for d in dirs if any(d.startswith(h + "/") for h in _private_dirs()))
+
+
+def _parents(path: str) -> list[str]:
+    """/a/b/c -> ["/a", "/a/b"] (top down)."""
+    parts = path.strip("/").split("/")[:-1]
+    return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+@functools.cache
+def interpreter(mode: str | None = None) -> str:
+    """The Python that runs untrusted code: this interpreter, unless (without bwrap) uid 65534 cannot
+    reach it, in which case the system's python3.X of the same minor version (stdlib only)."""
+    mode = mode or isolation()
+    if mode == "bwrap" or os.geteuid() != 0 or _reachable_by_others(sys.executable):
+        return sys.executable
+    same = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+    return same if os.path.exists(same) and _reachable_by_others(same) else sys.executable
+
+
+def _drop_root(mode: str) -> bool:
+    """Run as nobody when we are root and the interpreter stays reachable (always under bwrap)."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        return False
+    return mode == "bwrap" or _reachable_by_others(interpreter(mode))
 
 
 def _command(argv: list[str], workdir: str, limits: Limits, mode: str) -> list[str]:
     cpu = max(1, int(limits.time_s + 0.999))
     chain = ["prlimit", f"--cpu={cpu}:{cpu + 1}", f"--as={limits.memory_mb << 20}",
              f"--fsize={limits.file_size_mb << 20}", f"--nofile={limits.open_files}", "--core=0"]
-    if _drop_root():
+    if _drop_root(mode):
         chain += [f"--nproc={limits.processes}", "--", "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
                   "--clear-groups"]
     chain += ["--", *argv] if chain[-1] != "--clear-groups" else argv
     if mode == "bwrap":
-        return ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
-                "--tmpfs", "/var/tmp", "--tmpfs", "/dev/shm", "--bind", workdir, workdir, "--unshare-net",
-                "--unshare-pid", "--unshare-ipc", "--die-with-parent", "--new-session", "--chdir", workdir, *chain]
+        hide = [a for d in _private_dirs() for a in ("--tmpfs", d)]
+        rebind = []
+        for d in _interpreter_dirs():
+            parents = [p for p in _parents(d) if any(p.startswith(h + "/") for h in _private_dirs())]
+            rebind += [a for p in parents for a in ("--perms", "0755", "--dir", p)] + ["--ro-bind", d, d]
+        return ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", *hide, *rebind,
+                "--tmpfs", "/tmp", "--tmpfs", "/var/tmp", "--tmpfs", "/dev/shm", "--bind", workdir, workdir,
+                "--unshare-net", "--unshare-pid", "--unshare-ipc", "--die-with-parent", "--new-session",
+                "--chdir", workdir, *chain]
     if mode == "unshare":
-        return ["unshare", "--net", "--pid", "--fork", "--kill-child", *chain]
+        # A shell as PID 1 of the namespace: the kernel drops signals without a handler sent to PID 1,
+        # so the program itself must not be PID 1 (`; exit $?` stops sh from exec-ing it directly).
+        return ["unshare", "--net", "--pid", "--fork", "--kill-child", "sh", "-c", '"$@"; exit $?', "sh", *chain]
     return chain
 
 
@@ -149,7 +207,7 @@ def run_program(argv: list[str], *, stdin: str | bytes = b"", files: dict[str, s
             data = content.encode() if isinstance(content, str) else content
             with open(os.path.join(workdir, name), "wb") as f:
                 f.write(data)
-        if _drop_root():
+        if _drop_root(mode):
             os.chmod(workdir, 0o700)
             for p in [workdir] + [os.path.join(workdir, n) for n in os.listdir(workdir)]:
                 os.chown(p, NOBODY, NOBODY)
@@ -230,5 +288,5 @@ def _classify(rc: int, stderr: str, limits: Limits, cpu_s: float) -> str:
 def run_python(code: str, *, stdin: str | bytes = "", files: dict[str, str | bytes] | None = None,
                limits: Limits = Limits(), args: tuple[str, ...] = ()) -> ExecResult:
     """Write `code` to solution.py in the run's directory and run it with this interpreter (`-I`)."""
-    return run_program([sys.executable, "-I", "solution.py", *args], stdin=stdin,
+    return run_program([interpreter(), "-I", "solution.py", *args], stdin=stdin,
                        files={**(files or {}), "solution.py": code}, limits=limits)
