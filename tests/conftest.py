@@ -120,3 +120,13 @@ def fresh_tiny_model(tiny_model):
     """(model, tokenizer) with a private copy of the tiny model's weights."""
     model, tokenizer = tiny_model
     return copy.deepcopy(model), tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_model, tmp_path_factory):
+    """The tiny model + tokenizer saved as a local model directory (for `--model DIR` in CLI tests)."""
+    model, tokenizer = tiny_model
+    d = tmp_path_factory.mktemp("tiny-model")
+    model.save_pretrained(d)
+    tokenizer.save_pretrained(d)
+    return d

@@ -149,6 +149,170 @@ def verify_cmd(
 
 
 # --------------------------------------------------------------------------------------------------
+# solve
+
+
+def _opt(help_text: str, flag: str | None = None):
+    return typer.Option(flag, help=help_text) if flag else typer.Option(help=help_text)
+
+
+@app.command("solve")
+def solve_cmd(
+    problems: Annotated[Optional[list[str]], typer.Argument(help="Problem files, folders or globs (run one after another).")] = None,
+    resume: Annotated[Optional[list[Path]], typer.Option("--resume", help="Continue a run directory from its last completed step (repeatable).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="YAML file of options (flags override it).")] = None,
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where run directories are created.")] = Path("runs"),
+    model: Annotated[Optional[str], _opt("Model: alias (smollm2-135m), local directory or cached Hugging Face id.")] = None,
+    backend: Annotated[Optional[str], _opt("Sampling backend: hf or vllm.")] = None,
+    device: Annotated[Optional[str], _opt("cpu or cuda (default: cuda if available).")] = None,
+    budget: Annotated[Optional[int], _opt("Attempt budget (generations) per problem. [default: 64]")] = None,
+    batch_size: Annotated[Optional[int], _opt("Attempts per step G. [default: 8 on CPU, 16 on CUDA]")] = None,
+    temperature: Annotated[Optional[float], _opt("Sampling temperature. [default: 1.0]")] = None,
+    top_p: Annotated[Optional[float], _opt("Nucleus sampling top-p. [default: 1.0]")] = None,
+    max_new_tokens: Annotated[Optional[int], _opt("Generation length limit in tokens. [default: 384 CPU, 1024 CUDA]")] = None,
+    seed: Annotated[Optional[int], _opt("Random seed (same seed, same machine: same attempts). [default: 0]")] = None,
+    lora_rank: Annotated[Optional[int], _opt("LoRA rank. [default: 16]")] = None,
+    lora_alpha: Annotated[Optional[float], _opt("LoRA alpha. [default: 32]")] = None,
+    lr: Annotated[Optional[float], _opt("AdamW learning rate (constant). [default: 1e-4]")] = None,
+    weight_decay: Annotated[Optional[float], _opt("AdamW weight decay. [default: 0.01]")] = None,
+    grad_clip: Annotated[Optional[float], _opt("Gradient-norm clip. [default: 1.0]")] = None,
+    topk: Annotated[Optional[int], _opt("Distillation support: the student's top-K tokens + tail. [default: 20]")] = None,
+    alpha: Annotated[Optional[float], _opt("Divergence: 1 reverse KL, 0 forward KL, between: JSD. [default: 1.0]")] = None,
+    is_clip: Annotated[Optional[float], _opt("Importance-weight clip. [default: 2.0]")] = None,
+    adv_clip: Annotated[Optional[float], _opt("Upper clip of the per-token advantage log q - log p. [default: 5.0]")] = None,
+    no_adv_clip: Annotated[bool, typer.Option("--no-adv-clip", help="Disable the advantage clip.")] = False,
+    teacher: Annotated[Optional[str], _opt("Teacher regularisation: ema, trust-region or base. [default: ema]")] = None,
+    ema_rate: Annotated[Optional[float], _opt("EMA teacher rate. [default: 0.01]")] = None,
+    trust_region_mix: Annotated[Optional[float], _opt("Trust-region teacher: weight of the student logits. [default: 0.5]")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    as_json: JsonFlag = False,
+):
+    """Solve problems by test-time SDPO: sample, verify, distil feedback into a LoRA adapter, repeat."""
+    from .config import build_config, load_config_file
+    from .problem import load_problem
+    from .runs import RunDir
+
+    flags = dict(model=model, backend=backend, device=device, budget=budget, batch_size=batch_size,
+                 temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed, lora_rank=lora_rank,
+                 lora_alpha=lora_alpha, lr=lr, weight_decay=weight_decay, grad_clip=grad_clip, topk=topk, alpha=alpha,
+                 is_clip=is_clip, adv_clip=adv_clip, teacher=teacher, ema_rate=ema_rate, trust_region_mix=trust_region_mix)
+    if not problems and not resume:
+        raise SdpoError("give problem files to solve, or --resume RUN_DIR (see `sdpo solve --help`)")
+    # Validate everything before loading a model: bad input costs nothing and writes nothing.
+    jobs = []  # (problem, run or None, config dict)
+    file_values = load_config_file(config) if config else {}
+    for rdir in resume or []:
+        run = RunDir.open(rdir)
+        saved = run.header["config"]
+        jobs.append((load_problem(run.problem_file), run, saved))
+    if problems:
+        cfg_values = build_config(file_values, flags).__dict__
+        if no_adv_clip:
+            cfg_values["adv_clip"] = None
+        build_config({}, cfg_values).validate()
+        errors = []
+        loaded = []
+        for path in _expand(problems):
+            try:
+                loaded.append(load_problem(path))
+            except SdpoError as e:
+                errors += e.lines
+        if errors:
+            from .errors import ProblemError
+
+            raise ProblemError("\n".join(errors), lines=errors)
+        jobs += [(p, None, cfg_values) for p in loaded]
+
+    from .progress import run_jobs
+
+    code = run_jobs("sdpo", jobs, runs_dir, quiet=quiet, as_json=as_json)
+    raise typer.Exit(code)
+
+
+# --------------------------------------------------------------------------------------------------
+# compare, report
+
+
+@app.command("compare")
+def compare_cmd(
+    problems: Annotated[Optional[list[str]], typer.Argument(help="Problem files, folders or globs (with --resume: problems to add).")] = None,
+    baseline: Annotated[Optional[list[str]], typer.Option("--baseline", help="Baseline to run: best-of-k, multi-turn (repeatable). [default: both]")] = None,
+    seeds: Annotated[Optional[int], _opt("Seeds per problem for SDPO and multi-turn (seeds --seed, --seed+1, ...). [default: 5]")] = None,
+    samples: Annotated[Optional[int], _opt("best-of-k samples n (>= budget; more = tighter estimate). [default: the budget]")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Comparison directory. [default: comparisons/<utc>_<problem-id>]")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the comparison in --out: skip finished runs, resume unfinished ones, add new seeds/baselines/problems.")] = False,
+    variant: Annotated[Optional[str], _opt("Multi-turn prompt: feedback_only or attempt_and_feedback. [default: feedback_only]")] = None,
+    window_tokens: Annotated[Optional[int], _opt("Multi-turn prompt window in tokens (oldest feedback dropped first). [default: context length - max new tokens]")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="YAML file of options (flags override it).")] = None,
+    model: Annotated[Optional[str], _opt("Model: alias (smollm2-135m), local directory or cached Hugging Face id.")] = None,
+    backend: Annotated[Optional[str], _opt("Sampling backend: hf or vllm.")] = None,
+    device: Annotated[Optional[str], _opt("cpu or cuda (default: cuda if available).")] = None,
+    budget: Annotated[Optional[int], _opt("Attempt budget (generations) per run. [default: 64]")] = None,
+    batch_size: Annotated[Optional[int], _opt("Attempts per step G (SDPO) and per batch (best-of-k). [default: 8 on CPU, 16 on CUDA]")] = None,
+    temperature: Annotated[Optional[float], _opt("Sampling temperature. [default: 1.0]")] = None,
+    top_p: Annotated[Optional[float], _opt("Nucleus sampling top-p. [default: 1.0]")] = None,
+    max_new_tokens: Annotated[Optional[int], _opt("Generation length limit in tokens. [default: 384 CPU, 1024 CUDA]")] = None,
+    seed: Annotated[Optional[int], _opt("First seed. [default: 0]")] = None,
+    lora_rank: Annotated[Optional[int], _opt("LoRA rank. [default: 16]")] = None,
+    lora_alpha: Annotated[Optional[float], _opt("LoRA alpha. [default: 32]")] = None,
+    lr: Annotated[Optional[float], _opt("AdamW learning rate (constant). [default: 1e-4]")] = None,
+    weight_decay: Annotated[Optional[float], _opt("AdamW weight decay. [default: 0.01]")] = None,
+    grad_clip: Annotated[Optional[float], _opt("Gradient-norm clip. [default: 1.0]")] = None,
+    topk: Annotated[Optional[int], _opt("Distillation support: the student's top-K tokens + tail. [default: 20]")] = None,
+    alpha: Annotated[Optional[float], _opt("Divergence: 1 reverse KL, 0 forward KL, between: JSD. [default: 1.0]")] = None,
+    is_clip: Annotated[Optional[float], _opt("Importance-weight clip. [default: 2.0]")] = None,
+    adv_clip: Annotated[Optional[float], _opt("Upper clip of the per-token advantage log q - log p. [default: 5.0]")] = None,
+    no_adv_clip: Annotated[bool, typer.Option("--no-adv-clip", help="Disable the advantage clip.")] = False,
+    teacher: Annotated[Optional[str], _opt("Teacher regularisation: ema, trust-region or base. [default: ema]")] = None,
+    ema_rate: Annotated[Optional[float], _opt("EMA teacher rate. [default: 0.01]")] = None,
+    trust_region_mix: Annotated[Optional[float], _opt("Trust-region teacher: weight of the student logits. [default: 0.5]")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output and no tables.")] = False,
+    as_json: JsonFlag = False,
+):
+    """Compare SDPO with best-of-k and multi-turn: same model, settings and budget; discovery@k report."""
+    from .compare import prepare, run_comparison
+    from .config import build_config, load_config_file
+    from .report import report_dir
+
+    flags = dict(model=model, backend=backend, device=device, budget=budget, batch_size=batch_size,
+                 temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed, lora_rank=lora_rank,
+                 lora_alpha=lora_alpha, lr=lr, weight_decay=weight_decay, grad_clip=grad_clip, topk=topk, alpha=alpha,
+                 is_clip=is_clip, adv_clip=adv_clip, teacher=teacher, ema_rate=ema_rate, trust_region_mix=trust_region_mix)
+    file_values = load_config_file(config) if config else {}
+    cfg_values = build_config(file_values, flags).__dict__
+    given = set(file_values) | {k for k, v in flags.items() if v is not None}
+    if no_adv_clip:
+        cfg_values["adv_clip"] = None
+        given.add("adv_clip")
+    out, spec, loaded = prepare(_expand(problems) if problems else [], out=out, resume=resume, baselines=baseline,
+                                seeds=seeds, samples=samples, variant=variant, window_tokens=window_tokens,
+                                cfg_values=cfg_values, given=given)
+    try:
+        run_comparison(out, spec, loaded, quiet=quiet)
+    except KeyboardInterrupt:
+        console.error(f"Interrupted. Resume with: sdpo compare --resume --out {out}")
+        raise SystemExit(130) from None
+    report = report_dir(out, quiet=quiet)
+    if as_json:
+        print(json.dumps(report))
+
+
+@app.command("report")
+def report_cmd(
+    directory: Annotated[Path, typer.Argument(help="Comparison directory (or any folder of run directories).")],
+    levels: Annotated[str, typer.Option("--levels", help="Discovery levels for 'attempts to reach p', e.g. 0.25,0.5 or 25%,50%.")] = "0.25,0.5,0.75",
+    out: Annotated[Optional[Path], typer.Option("--out", help="Where to write report.json, curves.csv and the plots. [default: DIRECTORY]")] = None,
+    as_json: JsonFlag = False,
+):
+    """Re-render discovery@k tables and plots from saved runs (no model, no torch)."""
+    from .report import parse_levels, report_dir
+
+    report = report_dir(directory, levels=parse_levels(levels), out=out)
+    if as_json:
+        print(json.dumps(report))
+
+
+# --------------------------------------------------------------------------------------------------
 
 
 def main() -> None:

@@ -16,14 +16,14 @@ import yaml
 from .errors import ConfigError
 
 TEACHERS = ("ema", "trust-region", "base")
-BACKENDS = ("hf", "vllm")
+BACKENDS = ("hf", "vllm", "scripted")
 
 
 @dataclass
 class SolveConfig:
     # --- model and backend -------------------------------------------------------------------
     model: str = "smollm2-135m"  # alias, local directory or Hugging Face id (cached locally)
-    backend: str = "hf"  # sampler: hf (transformers, CPU/GPU) or vllm (optional extra)
+    backend: str = "hf"  # sampler: hf (transformers, CPU/GPU), vllm (optional extra), scripted (tests)
     device: str | None = None  # None: cuda if available, else cpu
 
     # --- sampling and budget -------------------------------------------------------------------

@@ -11,7 +11,7 @@ import sys
 
 from rich.console import Console
 
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # one message = one line, for logs and grep
 out = Console(highlight=False, soft_wrap=True)
 
 

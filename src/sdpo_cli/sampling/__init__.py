@@ -63,6 +63,8 @@ BACKENDS: dict[str, tuple[str, str, str]] = {
         "VLLMSampler",
         "pip install 'sdpo-cli[vllm]' (see scripts/setup_vllm_env.sh) or use --backend hf",
     ),
+    # Replays SDPO_SCRIPT responses (tests and dry runs; see sampling/scripted.py).
+    "scripted": ("sdpo_cli.sampling.scripted", "ScriptedSampler", ""),
 }
 
 

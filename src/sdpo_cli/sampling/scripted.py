@@ -1,0 +1,51 @@
+"""A scripted sampler: replays fixed responses, for tests and dry runs of the whole pipeline.
+
+    SDPO_SCRIPT=responses.json sdpo solve p.yaml --backend scripted --model ./tiny-model
+
+The script is a JSON list of response texts; the k-th attempt of a run (1-based, counted across
+steps, like the budget) gets script[(k - 1) % len(script)], so a test knows exactly which attempt
+passes. Token ids come from the real tokenizer (EOS appended), log-probs are 0 (unknown). The SDPO
+update still runs on the real model, so everything but the sampling is exercised for real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ..errors import ConfigError
+from . import Completion, SamplingParams
+
+
+class ScriptedSampler:
+    name = "scripted"
+
+    def __init__(self, tokenizer, responses: list[str] | None = None, script: str | None = None):
+        if responses is None:
+            path = script or os.environ.get("SDPO_SCRIPT")
+            if not path or not Path(path).is_file():
+                raise ConfigError("--backend scripted needs SDPO_SCRIPT=FILE (a JSON list of response texts)")
+            responses = json.loads(Path(path).read_text())
+        if not responses:
+            raise ConfigError("the scripted sampler needs at least one response")
+        self.responses = list(responses)
+        self.tokenizer = tokenizer
+        self.calls = 0  # attempts handed out so far
+
+    def sample(self, prompt_ids: list[int], n: int, params: SamplingParams, adapter_dir: str | None = None
+               ) -> list[Completion]:
+        out = []
+        for _ in range(n):
+            text = self.responses[self.calls % len(self.responses)]
+            self.calls += 1
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][: params.max_new_tokens]
+            truncated = len(ids) >= params.max_new_tokens
+            if not truncated and self.tokenizer.eos_token_id is not None:
+                ids = ids + [self.tokenizer.eos_token_id]
+            out.append(Completion(text=text, token_ids=ids, logprobs=[0.0] * len(ids), truncated=truncated))
+        return out
+
+    def skip(self, attempts: int) -> None:
+        """Advance the script past attempts already made (a resumed run)."""
+        self.calls = attempts

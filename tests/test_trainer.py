@@ -1,0 +1,180 @@
+"""The SDPO loop on a tiny random model: teacher prompts, token alignment, one update, the whole
+solve loop with a scripted sampler, determinism, and resume after kill -9 (a real subprocess)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from sdpo_cli.attempt import Attempt
+from sdpo_cli.config import SolveConfig
+from sdpo_cli.model import attach_lora, encode_chat
+from sdpo_cli.problem import Problem
+from sdpo_cli.runs import RunDir
+from sdpo_cli.sampling import Completion, SamplingParams
+from sdpo_cli.sampling.hf import HFSampler
+from sdpo_cli.trainer import SDPOUpdater, Session, solve, teacher_messages
+from sdpo_cli.verify import Verdict
+
+ROOT = Path(__file__).resolve().parents[1]
+PROBLEM = Problem.model_validate({"id": "add", "title": "t", "prompt": "Print 2+3.", "system": "Be brief.",
+                                  "verifier": {"kind": "stdio", "tests": [{"input": "", "output": "5"}]}})
+CFG = dict(batch_size=3, budget=9, max_new_tokens=12, lora_rank=4, lora_alpha=8, lr=1e-2, device="cpu")
+
+
+def test_teacher_messages_use_feedback_or_a_sibling_success_never_self():
+    msgs = teacher_messages(PROBLEM, ["a", "WIN", "c"], [False, True, False], ["fa", "", "fc"])
+    assert msgs[0][0] == {"role": "system", "content": "Be brief."}
+    assert "Correct solution:\n\nWIN" in msgs[0][1]["content"] and "fa" not in msgs[0][1]["content"]
+    assert msgs[1] is None  # the only success has no other demonstration and no feedback
+    only_feedback = teacher_messages(PROBLEM, ["a", "b"], [False, False], ["fa", ""])
+    assert "earlier attempt:\n\nfa" in only_feedback[0][1]["content"] and only_feedback[1] is None
+
+
+def test_positions_line_up_with_the_sampled_tokens(fresh_tiny_model):
+    """Student (and teacher) logits at the response positions reproduce the sampler's own log-probs of
+    the exact sampled ids: the response is scored token by token, never re-tokenised."""
+    model, tok = fresh_tiny_model
+    peft = attach_lora(model, rank=4, alpha=8)
+    prompt = encode_chat(tok, PROBLEM.messages())
+    comps = HFSampler(peft, tok).sample(prompt, 2, SamplingParams(max_new_tokens=10, seed=1))
+    upd = SDPOUpdater(peft, tok, SolveConfig(teacher="base", **CFG).resolve("cpu"))
+    for c in comps:
+        with torch.no_grad():
+            logits = upd._response_logits(prompt, c.token_ids, teacher=False)
+            teacher = upd._response_logits(prompt, c.token_ids, teacher=True)  # same prefix, fresh LoRA = base
+        lp = torch.log_softmax(logits[0], -1).gather(-1, torch.tensor(c.token_ids)[:, None])[:, 0]
+        torch.testing.assert_close(lp, torch.tensor(c.logprobs), atol=1e-4, rtol=0)
+        torch.testing.assert_close(teacher, logits, atol=1e-5, rtol=0)
+
+
+def _attempts(tok, texts, feedback="Wrong Answer"):
+    out = []
+    for i, t in enumerate(texts):
+        ids = tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        v = Verdict(passed=False, status="wrong_answer", n_passed=0, n_total=1, feedback=feedback)
+        out.append(Attempt(0, i + 1, i + 1, Completion(t, ids, [0.0] * len(ids)), v, 0.0, 0.0))
+    return out
+
+
+def test_one_update_changes_only_the_student_lora_and_moves_the_ema(fresh_tiny_model):
+    model, tok = fresh_tiny_model
+    peft = attach_lora(model, rank=4, alpha=8)
+    cfg = SolveConfig(teacher="ema", ema_rate=0.5, **CFG).resolve("cpu")
+    upd = SDPOUpdater(peft, tok, cfg)
+    before = {n: p.detach().clone() for n, p in peft.named_parameters()}
+    stats = upd.update(PROBLEM, encode_chat(tok, PROBLEM.messages()), _attempts(tok, ["print(4)", "x = 1"]))
+    assert stats["updated"] and stats["active_sequences"] == 2 and stats["loss"] > 0
+    changed = {n for n, p in peft.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all(".default." in n or ".teacher." in n for n in changed)
+    assert any(".default." in n for n in changed)
+    # EMA: teacher = 0.5 * teacher_before + 0.5 * student_after, for every teacher tensor.
+    for n, p in peft.named_parameters():
+        if ".teacher." in n:
+            student = dict(peft.named_parameters())[n.replace(".teacher.", ".default.")]
+            torch.testing.assert_close(p, 0.5 * before[n] + 0.5 * student)
+
+
+def test_no_feedback_means_no_update(fresh_tiny_model):
+    model, tok = fresh_tiny_model
+    peft = attach_lora(model, rank=4, alpha=8)
+    upd = SDPOUpdater(peft, tok, SolveConfig(**CFG).resolve("cpu"))
+    stats = upd.update(PROBLEM, encode_chat(tok, PROBLEM.messages()), _attempts(tok, ["a", "b"], feedback=""))
+    assert stats["active_sequences"] == 0 and not stats["updated"] and stats["loss"] == 0
+
+
+@pytest.mark.parametrize("teacher", ["ema", "trust-region", "base"])
+def test_solve_with_scripted_sampler_finds_the_known_success(fresh_tiny_model, tmp_path, monkeypatch, teacher):
+    model, tok = fresh_tiny_model
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps(["no code"] * 4 + ["```python\nprint(5)\n```"]))
+    monkeypatch.setenv("SDPO_SCRIPT", str(script))
+    session = Session(SolveConfig(backend="scripted", teacher=teacher, **CFG), model=model, tokenizer=tok)
+    run = RunDir.create(tmp_path / "runs", PROBLEM, "sdpo", 0, session.cfg.to_dict())
+    events = list(solve(PROBLEM, session, run))
+    done = events[-1]
+    assert done["solved"] and done["discovery_index"] == 5 and done["attempts_used"] == 6
+    assert [e["step"] for e in events if e["type"] == "step"] == [0, 1]
+    recs = run.attempts()
+    assert [r["attempt"] for r in recs] == [1, 2, 3, 4, 5, 6] and recs[4]["passed"]
+    assert recs[0]["feedback"].startswith("Incorrect Format")
+    assert (run.path / "solution.py").read_text() == "print(5)\n"
+    steps = run.steps()
+    assert steps[0]["loss"] > 0 and "loss" not in steps[1]  # no update on the solving step
+    from peft import PeftModel
+
+    PeftModel.from_pretrained(session.model, run.path / "adapter")  # peft-loadable
+
+
+def _solve_cli(tiny_model_dir, problem_file, runs_dir, *extra, env=None):
+    cmd = [sys.executable, "-m", "sdpo_cli", "solve", str(problem_file), "--model", str(tiny_model_dir),
+           "--runs-dir", str(runs_dir), "--budget", "12", "--batch-size", "3", "--max-new-tokens", "16",
+           "--lora-rank", "4", "--lr", "0.01", "--seed", "7", "--device", "cpu", *extra]
+    return cmd, {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1", **(env or {})}
+
+
+@pytest.fixture
+def stdio_problem(tmp_path):
+    p = tmp_path / "p.yaml"
+    p.write_text("id: hard\ntitle: t\nprompt: Print the 1000th prime.\nverifier: {kind: stdio, tests: [{input: '', output: '7919'}]}\n")
+    return p
+
+
+@pytest.mark.slow
+def test_same_seed_same_attempts_and_resume_after_kill_matches(tiny_model_dir, stdio_problem, tmp_path):
+    # Uninterrupted reference run.
+    cmd, env = _solve_cli(tiny_model_dir, stdio_problem, tmp_path / "a", "--json")
+    ref = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert ref.returncode == 1, ref.stderr  # never solved: exit 1
+    out = json.loads(ref.stdout)
+    assert out["solved"] is False and out["attempts_used"] == 12
+    ref_run = RunDir(Path(out["run"]))
+
+    # Same run, killed with SIGKILL after its second completed step, then resumed.
+    cmd, env = _solve_cli(tiny_model_dir, stdio_problem, tmp_path / "b")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    run_dir = None
+    while time.time() < deadline:
+        dirs = list((tmp_path / "b").glob("*")) if (tmp_path / "b").exists() else []
+        if dirs and (dirs[0] / "checkpoint.json").exists() and json.loads((dirs[0] / "checkpoint.json").read_text())["step"] >= 1:
+            run_dir = dirs[0]
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert run_dir is not None and not (run_dir / "summary.json").exists()  # killed mid-run
+    res = subprocess.run([sys.executable, "-m", "sdpo_cli", "solve", "--resume", str(run_dir), "--json"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 1, res.stderr
+    got = RunDir(run_dir)
+    strip = lambda recs: [{k: v for k, v in r.items() if not k.endswith("_s")} for r in recs]  # noqa: E731
+    assert strip(got.attempts()) == strip(ref_run.attempts())  # no attempt lost or counted twice
+    assert [s["loss"] for s in got.steps()] == [s["loss"] for s in ref_run.steps()]
+    assert got.summary()["attempts_used"] == 12
+
+
+def test_cli_runs_several_problems_json_lines_and_exit_codes(tiny_model_dir, stdio_problem, tmp_path):
+    script = tmp_path / "s.json"
+    script.write_text(json.dumps(["```python\nprint(7919)\n```"]))
+    solvable = tmp_path / "q.yaml"
+    solvable.write_text(stdio_problem.read_text().replace("id: hard", "id: easy"))
+    cmd, env = _solve_cli(tiny_model_dir, stdio_problem, tmp_path / "r", "--backend", "scripted", "--json")
+    cmd.insert(cmd.index(str(stdio_problem)) + 1, str(solvable))
+    res = subprocess.run(cmd, capture_output=True, text=True, env={**env, "SDPO_SCRIPT": str(script)}, timeout=300)
+    lines = [json.loads(x) for x in res.stdout.splitlines()]
+    assert res.returncode == 0 and [x["problem_id"] for x in lines] == ["hard", "easy"]
+    assert all(x["solved"] and x["discovery_index"] == 1 for x in lines)
+    # Bad input: exit 2 before any model is loaded or any run directory is written.
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("id: x\n")
+    cmd, env = _solve_cli(tiny_model_dir, bad, tmp_path / "none")
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 2 and "bad.yaml: title: Field required" in res.stderr
+    assert not (tmp_path / "none").exists()
