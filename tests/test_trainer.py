@@ -171,6 +171,13 @@ def test_cli_runs_several_problems_json_lines_and_exit_codes(tiny_model_dir, std
     lines = [json.loads(x) for x in res.stdout.splitlines()]
     assert res.returncode == 0 and [x["problem_id"] for x in lines] == ["hard", "easy"]
     assert all(x["solved"] and x["discovery_index"] == 1 for x in lines)
+    assert [x["problem_file"] for x in lines] == [str(stdio_problem), str(solvable)]
+    # --skip-solved: nothing is run again, the JSON lines still come out, exit 0.
+    n_runs = len(list((tmp_path / "r").iterdir()))
+    again = subprocess.run(cmd + ["--skip-solved"], capture_output=True, text=True,
+                           env={**env, "SDPO_SCRIPT": str(script)}, timeout=300)
+    assert again.returncode == 0 and [json.loads(x)["run"] for x in again.stdout.splitlines()] == [x["run"] for x in lines]
+    assert len(list((tmp_path / "r").iterdir())) == n_runs and "already solved" in again.stderr
     # Bad input: exit 2 before any model is loaded or any run directory is written.
     bad = tmp_path / "bad.yaml"
     bad.write_text("id: x\n")

@@ -159,7 +159,8 @@ def _opt(help_text: str, flag: str | None = None):
 @app.command("solve")
 def solve_cmd(
     problems: Annotated[Optional[list[str]], typer.Argument(help="Problem files, folders or globs (run one after another).")] = None,
-    resume: Annotated[Optional[list[Path]], typer.Option("--resume", help="Continue a run directory from its last completed step (repeatable).")] = None,
+    resume: Annotated[Optional[list[Path]], typer.Option("--resume", help="Continue a run directory from its last completed step (repeatable); a folder of runs resumes every unfinished one.")] = None,
+    skip_solved: Annotated[bool, typer.Option("--skip-solved", help="Skip problems with a solved run in --runs-dir (their JSON line is still printed).")] = False,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML file of options (flags override it).")] = None,
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where run directories are created.")] = Path("runs"),
     model: Annotated[Optional[str], _opt("Model: alias (smollm2-135m), local directory or cached Hugging Face id.")] = None,
@@ -201,10 +202,14 @@ def solve_cmd(
     # Validate everything before loading a model: bad input costs nothing and writes nothing.
     jobs = []  # (problem, run or None, config dict)
     file_values = load_config_file(config) if config else {}
+    from .runs import solved_problem_ids, unfinished_runs
+
     for rdir in resume or []:
-        run = RunDir.open(rdir)
-        saved = run.header["config"]
-        jobs.append((load_problem(run.problem_file), run, saved))
+        runs = [RunDir.open(rdir)] if (rdir / "config.yaml").exists() else unfinished_runs(rdir)
+        if not runs and not (rdir / "config.yaml").exists():
+            console.err.print(f"{rdir}: no unfinished runs to resume")
+        for run in runs:
+            jobs.append((load_problem(run.problem_file), run, run.header["config"]))
     if problems:
         cfg_values = build_config(file_values, flags).__dict__
         if no_adv_clip:
@@ -221,7 +226,16 @@ def solve_cmd(
             from .errors import ProblemError
 
             raise ProblemError("\n".join(errors), lines=errors)
-        jobs += [(p, None, cfg_values) for p in loaded]
+        done = solved_problem_ids(runs_dir) if skip_solved else {}
+        for p in loaded:
+            if p.id in done:
+                console.err.print(f"{p.id}: already solved in {done[p.id]['run']}; skipped")
+                if as_json:
+                    from .progress import result_line
+
+                    print(json.dumps(result_line(done[p.id])), flush=True)
+                continue
+            jobs.append((p, None, cfg_values))
 
     from .progress import run_jobs
 

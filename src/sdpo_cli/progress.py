@@ -38,7 +38,7 @@ def run_jobs(method: str, jobs: list[tuple], runs_dir: Path, *, quiet: bool, as_
             s = run.summary()
             console.err.print(f"{run.path}: already finished ({s['status']}); nothing to resume")
             if as_json:
-                print(json.dumps(_result(s)), flush=True)
+                print(json.dumps(result_line(s)), flush=True)
             all_solved &= s["solved"]
             continue
         key = (cfg.model, cfg.backend, cfg.device)
@@ -72,12 +72,14 @@ def run_jobs(method: str, jobs: list[tuple], runs_dir: Path, *, quiet: bool, as_
                 console.err.print(f"[red]not solved[/] {problem.id} in {done['attempts_used']} attempts "
                                   f"(best {done['best_tests_passed']}/{done['n_tests']} tests)")
         if as_json:
-            print(json.dumps(_result(done)), flush=True)
+            print(json.dumps(result_line(done)), flush=True)
     return 0 if all_solved else 1
 
 
-def _result(summary: dict) -> dict:
-    keys = ("run", "problem_id", "status", "solved", "discovery_index", "attempts_used", "wall_time_s")
+def result_line(summary: dict) -> dict:
+    """The --json line of one problem."""
+    keys = ("run", "problem_id", "problem_file", "seed", "status", "solved", "discovery_index", "attempts_used",
+            "wall_time_s")
     return {k: summary.get(k) for k in keys}
 
 

@@ -78,11 +78,15 @@ class RunDir:
     def create(cls, root: Path, problem, method: str, seed: int, config: dict) -> "RunDir":
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         base = root / f"{stamp}_{problem.id}_{method}_s{seed}"
+        root.mkdir(parents=True, exist_ok=True)
         path, i = base, 1
-        while path.exists():
-            i += 1
-            path = base.with_name(f"{base.name}-{i}")
-        path.mkdir(parents=True)
+        while True:  # mkdir is the atomic claim: parallel processes never share a directory
+            try:
+                path.mkdir()
+                break
+            except FileExistsError:
+                i += 1
+                path = base.with_name(f"{base.name}-{i}")
         run = cls(path)
         head = {"method": method, "problem_id": problem.id, "problem_file": str(problem.path), "seed": seed,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "versions": versions()}
@@ -175,3 +179,18 @@ def find_runs(root: Path) -> list[RunDir]:
     """Every run directory below `root` (recursively), sorted by path."""
     return [RunDir(p.parent) for p in sorted(Path(root).rglob("config.yaml")) if (p.parent / "attempts.jsonl").exists()
             or (p.parent / "summary.json").exists() or (p.parent / "checkpoint.json").exists()]
+
+
+def unfinished_runs(root: Path) -> list[RunDir]:
+    """Runs below `root` without a final summary (killed) or with status "interrupted"."""
+    return [r for r in find_runs(root) if (r.summary() or {}).get("status") in (None, "interrupted")]
+
+
+def solved_problem_ids(root: Path, method: str = "sdpo") -> dict[str, dict]:
+    """problem id -> summary of a solved run of `method` below `root` (for --skip-solved)."""
+    out = {}
+    for r in find_runs(root) if Path(root).exists() else []:
+        s = r.summary()
+        if s and s.get("solved") and s.get("method") == method:
+            out.setdefault(s["problem_id"], s)
+    return out
