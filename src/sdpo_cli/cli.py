@@ -166,6 +166,7 @@ def solve_cmd(
     model: Annotated[Optional[str], _opt("Model: alias (smollm2-135m), local directory or cached Hugging Face id.")] = None,
     backend: Annotated[Optional[str], _opt("Sampling backend: hf or vllm.")] = None,
     device: Annotated[Optional[str], _opt("cpu or cuda (default: cuda if available).")] = None,
+    gpu_memory_utilization: Annotated[Optional[float], _opt("vLLM on GPU: fraction of GPU memory for the engine; the trainer uses the rest. [default: 0.3]")] = None,
     budget: Annotated[Optional[int], _opt("Attempt budget (generations) per problem. [default: 64]")] = None,
     batch_size: Annotated[Optional[int], _opt("Attempts per step G. [default: 8 on CPU, 16 on CUDA]")] = None,
     temperature: Annotated[Optional[float], _opt("Sampling temperature. [default: 1.0]")] = None,
@@ -193,7 +194,7 @@ def solve_cmd(
     from .problem import load_problem
     from .runs import RunDir
 
-    flags = dict(model=model, backend=backend, device=device, budget=budget, batch_size=batch_size,
+    flags = dict(model=model, backend=backend, device=device, gpu_memory_utilization=gpu_memory_utilization, budget=budget, batch_size=batch_size,
                  temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed, lora_rank=lora_rank,
                  lora_alpha=lora_alpha, lr=lr, weight_decay=weight_decay, grad_clip=grad_clip, topk=topk, alpha=alpha,
                  is_clip=is_clip, adv_clip=adv_clip, teacher=teacher, ema_rate=ema_rate, trust_region_mix=trust_region_mix)
@@ -261,6 +262,7 @@ def compare_cmd(
     model: Annotated[Optional[str], _opt("Model: alias (smollm2-135m), local directory or cached Hugging Face id.")] = None,
     backend: Annotated[Optional[str], _opt("Sampling backend: hf or vllm.")] = None,
     device: Annotated[Optional[str], _opt("cpu or cuda (default: cuda if available).")] = None,
+    gpu_memory_utilization: Annotated[Optional[float], _opt("vLLM on GPU: fraction of GPU memory for the engine; the trainer uses the rest. [default: 0.3]")] = None,
     budget: Annotated[Optional[int], _opt("Attempt budget (generations) per run. [default: 64]")] = None,
     batch_size: Annotated[Optional[int], _opt("Attempts per step G (SDPO) and per batch (best-of-k). [default: 8 on CPU, 16 on CUDA]")] = None,
     temperature: Annotated[Optional[float], _opt("Sampling temperature. [default: 1.0]")] = None,
@@ -288,7 +290,7 @@ def compare_cmd(
     from .config import build_config, load_config_file
     from .report import report_dir
 
-    flags = dict(model=model, backend=backend, device=device, budget=budget, batch_size=batch_size,
+    flags = dict(model=model, backend=backend, device=device, gpu_memory_utilization=gpu_memory_utilization, budget=budget, batch_size=batch_size,
                  temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed, lora_rank=lora_rank,
                  lora_alpha=lora_alpha, lr=lr, weight_decay=weight_decay, grad_clip=grad_clip, topk=topk, alpha=alpha,
                  is_clip=is_clip, adv_clip=adv_clip, teacher=teacher, ema_rate=ema_rate, trust_region_mix=trust_region_mix)

@@ -25,6 +25,8 @@ class SolveConfig:
     model: str = "smollm2-135m"  # alias, local directory or Hugging Face id (cached locally)
     backend: str = "hf"  # sampler: hf (transformers, CPU/GPU), vllm (optional extra), scripted (tests)
     device: str | None = None  # None: cuda if available, else cpu
+    # vLLM only: fraction of GPU memory for the engine (weights + KV cache); the trainer gets the rest.
+    gpu_memory_utilization: float = 0.3
 
     # --- sampling and budget -------------------------------------------------------------------
     # Paper: 16 rollouts per step on GPU. On 2 CPU cores a step of 16 x 256 tokens takes minutes,
@@ -81,6 +83,8 @@ class SolveConfig:
             errs.append("--adv-clip: only defined for reverse KL (--alpha 1); pass --no-adv-clip or --alpha 1")
         if not 0 < self.temperature <= 10:
             errs.append(f"--temperature: must be in (0, 10], got {self.temperature}")
+        if not 0 < self.gpu_memory_utilization < 1:
+            errs.append(f"--gpu-memory-utilization: must be in (0, 1), got {self.gpu_memory_utilization}")
         if not 0 < self.top_p <= 1:
             errs.append(f"--top-p: must be in (0, 1], got {self.top_p}")
         if not 0 < self.ema_rate <= 1:

@@ -61,8 +61,9 @@ def run_jobs(method: str, jobs: list[tuple], runs_dir: Path, *, quiet: bool, as_
         except KeyboardInterrupt:
             console.error(f"Interrupted. Resume with: sdpo solve --resume {run.path}")
             raise SystemExit(130) from None
-        except RunError:
-            raise
+        except RunError as e:
+            # e.g. the vLLM engine died: everything up to the last completed step is on disk.
+            raise RunError(f"{e} -- the run is saved; continue it with: sdpo solve --resume {run.path}") from e
         all_solved &= done["solved"]
         if not quiet:
             if done["solved"]:

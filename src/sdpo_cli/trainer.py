@@ -227,7 +227,8 @@ class Session:
             # The engine must exist before the trainer allocates accelerator memory (PEERS §B.4).
             from .sampling import get_sampler
 
-            self.vllm = get_sampler("vllm", model=self.cfg.model, max_lora_rank=self.cfg.lora_rank)
+            self.vllm = get_sampler("vllm", model=self.cfg.model, lora_rank=self.cfg.lora_rank, seed=self.cfg.seed,
+                                    gpu_memory_utilization=self.cfg.gpu_memory_utilization)
         if model is None:
             model, tokenizer = load_model(self.cfg.model, device=device)
         self.model, self.tokenizer = model, tokenizer
@@ -299,7 +300,10 @@ def solve(problem, session: Session, run: RunDir, *, resume: bool = False) -> It
                 if winner is None:
                     rec.update(updater.update(problem, prompt_ids, attempts))
                     if session.vllm is not None:
+                        # A new directory per update, served under a new LoRA name and id (never reused,
+                        # PEERS §B); only the last few are kept on disk.
                         adapter_dir = str(save_adapter(model, run.path / "adapters" / f"step-{step}"))
+                        _prune_adapters(run.path / "adapters", keep=KEEP_ADAPTERS)
                     updater.save(run.state_dir(step))
                 rec["time_step_s"] = time.perf_counter() - t_step
                 wall += rec["time_step_s"]
@@ -325,6 +329,17 @@ def solve(problem, session: Session, run: RunDir, *, resume: bool = False) -> It
         yield {"type": "done", **summary}
     finally:
         session.model = model.unload()  # drop the LoRA layers: the next problem starts from the base model
+
+
+KEEP_ADAPTERS = 3
+
+
+def _prune_adapters(folder: Path, keep: int) -> None:
+    import shutil
+
+    dirs = sorted(folder.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    for old in dirs[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _summary(problem, cfg, run, status, solved_at, used, best, wall) -> dict:
