@@ -152,3 +152,58 @@ def multiturn_prompt(question: str, feedbacks: list[str]) -> str:
         return question
     return f"{question}\n\n{MULTITURN_HEADER}\n\n" + "\n\n".join(feedbacks) + "\n\nCorrectly solve the original question."
 
+
+
+# --------------------------------------------------------------------------------------------------
+# Multi-turn baseline: the `attempt_and_feedback` chat and the FIFO token window (SPEC §3.4)
+
+MULTITURN_SUFFIX = "\n\nCorrectly solve the original question."
+
+
+def multiturn_prompt_attempt_and_feedback(question: str, attempts: list[str], feedbacks: list[str]) -> list[dict[str, str]]:
+    """The multi-turn baseline's `attempt_and_feedback` chat (SPEC §3.4, the ablated variant).
+
+    A real conversation: the question, then for each past turn the assistant's attempt and a user
+    message holding that attempt's feedback under the header, ending with the same instruction as
+    `feedback_only`. As in the official baseline, attempts and feedback stay paired (the window
+    drops both together).
+
+    Args:
+        question: the problem statement (the student's user message).
+        attempts: past responses, oldest first.
+        feedbacks: their feedback strings, same length as `attempts`.
+
+    Returns:
+        chat messages (no system message; callers prepend the problem's own).
+    """
+    if len(attempts) != len(feedbacks):
+        raise ValueError(f"need one feedback per attempt, got {len(attempts)} attempts and {len(feedbacks)} feedbacks")
+    messages = [{"role": "user", "content": question}]
+    for attempt, fb in zip(attempts, feedbacks):
+        messages.append({"role": "assistant", "content": attempt})
+        messages.append({"role": "user", "content": f"{MULTITURN_HEADER}\n\n{fb}{MULTITURN_SUFFIX}"})
+    return messages
+
+
+def trim_window(n_items: int, prompt_tokens, limit: int | None, start: int = 0) -> int:
+    """First history item to keep so the prompt fits `limit` tokens, dropping the oldest first (FIFO).
+
+    The official baseline pops the oldest feedback (and its attempt) while the templated prompt is
+    longer than the window; because dropped items never come back, the window only moves forward,
+    so the search starts at the previous `start`. If even the bare question is too long, every item
+    is dropped (the baseline still asks the question).
+
+    Args:
+        n_items: history length (past turns).
+        prompt_tokens: `prompt_tokens(lo)` = token count of the prompt that keeps items[lo:].
+        limit: window in tokens; None = unlimited.
+        start: the window's current first item (0 on the first turn).
+
+    Returns:
+        the new first item, in [start, n_items].
+    """
+    if limit is None:
+        return start
+    while start < n_items and prompt_tokens(start) > limit:
+        start += 1
+    return start
