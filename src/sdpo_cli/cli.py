@@ -210,6 +210,9 @@ def solve_cmd(
         if not runs and not (rdir / "config.yaml").exists():
             console.err.print(f"{rdir}: no unfinished runs to resume")
         for run in runs:
+            if run.header.get("method") != "sdpo":
+                raise SdpoError(f"{run.path}: a {run.header.get('method')} run, not an SDPO run; "
+                                "continue it with `sdpo compare --resume --out COMPARISON_DIR`")
             jobs.append((load_problem(run.problem_file), run, run.header["config"]))
     if problems:
         cfg_values = build_config(file_values, flags).__dict__

@@ -325,6 +325,9 @@ def load_model(
         ConfigError / BackendUnavailable: see `resolve_model`.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights" bars would clutter sdpo's own progress on stderr
 
     source = resolve_model(name)
     device = device or default_device()

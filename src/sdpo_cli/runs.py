@@ -181,9 +181,10 @@ def find_runs(root: Path) -> list[RunDir]:
             or (p.parent / "summary.json").exists() or (p.parent / "checkpoint.json").exists()]
 
 
-def unfinished_runs(root: Path) -> list[RunDir]:
-    """Runs below `root` without a final summary (killed) or with status "interrupted"."""
-    return [r for r in find_runs(root) if (r.summary() or {}).get("status") in (None, "interrupted")]
+def unfinished_runs(root: Path, method: str = "sdpo") -> list[RunDir]:
+    """`method` runs below `root` without a final summary (killed) or with status "interrupted"."""
+    return [r for r in find_runs(root) if (r.summary() or {}).get("status") in (None, "interrupted")
+            and r.header.get("method") == method]
 
 
 def solved_problem_ids(root: Path, method: str = "sdpo") -> dict[str, dict]:
