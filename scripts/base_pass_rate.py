@@ -34,6 +34,7 @@ def main():
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=384)
     ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=1234)
     a = ap.parse_args()
     configure_threads()
@@ -45,11 +46,12 @@ def main():
         passed, statuses, t0, done = 0, collections.Counter(), time.perf_counter(), 0
         while done < a.samples:
             n = min(a.batch_size, a.samples - done)
-            params = SamplingParams(max_new_tokens=a.max_new_tokens, seed=a.seed + done)
+            params = SamplingParams(temperature=a.temperature, max_new_tokens=a.max_new_tokens, seed=a.seed + done)
             attempts, _, _ = attempt_batch(sampler, problem, prompt, n, params, step=0, first_number=done + 1)
             passed += sum(x.passed for x in attempts)
             statuses.update(x.verdict.status for x in attempts)
             done += n
+            print(f"  {path}: {passed}/{done} so far ({time.perf_counter() - t0:.0f}s)", flush=True)
         lo, hi = wilson(passed, done)
         print(f"{path}: {passed}/{done} = {passed / done:.1%} (90% CI {lo:.1%}-{hi:.1%}); "
               f"{dict(statuses.most_common())}; {time.perf_counter() - t0:.0f}s", flush=True)
