@@ -210,3 +210,63 @@ def test_real_default_model_one_sdpo_step(tmp_path):
     if not run.summary()["solved"]:
         assert steps[0]["updated"] and steps[0]["loss"] > 0 and steps[0]["time_backward_s"] > 0
     assert re.search(r"step +0 \| attempts 2/2 \|", res.stderr)  # one plain progress line per step (no terminal)
+
+
+BASE_KNOBS = dict(lr=1e-2, topk=5, teacher="ema", lora_rank=4, lora_alpha=8, batch_size=2, max_new_tokens=8,
+                  device="cpu")
+
+
+@pytest.mark.parametrize("knob,value", [
+    ("lr", 1e-3), ("weight_decay", 0.5), ("grad_clip", 1e-4), ("topk", 50), ("alpha", 0.5), ("adv_clip", 0.01),
+    ("is_clip", 1.01), ("ema_rate", 0.5), ("teacher", "base"), ("teacher", "trust-region"), ("lora_rank", 2),
+    ("lora_alpha", 1.0), ("temperature", 0.5),
+])
+def test_every_update_knob_changes_the_update(tiny_model, knob, value):
+    """Each exposed knob does something: one update with the knob changed ends in different weights."""
+    import copy
+
+    def run(**kw):
+        model, tok = copy.deepcopy(tiny_model[0]), tiny_model[1]
+        torch.manual_seed(0)
+        cfg = SolveConfig(**{**BASE_KNOBS, **({"adv_clip": None} if kw.get("alpha", 1) != 1 else {}), **kw})
+        peft = attach_lora(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha)
+        upd = SDPOUpdater(peft, tok, cfg.resolve("cpu"), rollout_correction=True)
+        atts = _attempts(tok, ["print(4)", "x = 1 + 2"])
+        for a in atts:  # sampler log-probs far below the trainer's: rollout weights hit the IS clip
+            a.completion.logprobs = [-30.0] * len(a.completion.token_ids)
+        upd.update(PROBLEM, encode_chat(tok, PROBLEM.messages()), atts)
+        return {n: p.detach().clone() for n, p in peft.named_parameters() if "lora_" in n}
+
+    base, changed = run(), run(**{knob: value})
+    common = base.keys() & changed.keys()
+    differs = base.keys() != changed.keys() or any(
+        base[n].shape != changed[n].shape or not torch.allclose(base[n], changed[n]) for n in common)
+    assert differs, f"--{knob.replace('_', '-')} {value} had no effect on the update"
+
+
+def test_sampling_knobs_change_the_samples(tiny_model):
+    model, tok = tiny_model
+    prompt = encode_chat(tok, PROBLEM.messages())
+    s = HFSampler(model, tok)
+    base = [c.token_ids for c in s.sample(prompt, 2, SamplingParams(max_new_tokens=8, seed=0))]
+    for params in (SamplingParams(max_new_tokens=8, seed=1), SamplingParams(max_new_tokens=8, seed=0, temperature=0.3),
+                   SamplingParams(max_new_tokens=8, seed=0, top_p=0.3), SamplingParams(max_new_tokens=3, seed=0)):
+        assert [c.token_ids for c in s.sample(prompt, 2, params)] != base, params
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_the_run_resumes(tiny_model_dir, stdio_problem, tmp_path):
+    cmd, env = _solve_cli(tiny_model_dir, stdio_problem, tmp_path / "r")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and not list((tmp_path / "r").glob("*/checkpoint.json")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130 and "Resume with: sdpo solve --resume" in err
+    run = RunDir(next((tmp_path / "r").iterdir()))
+    assert run.summary()["status"] == "interrupted" and run.checkpoint() is not None
+    res = subprocess.run([sys.executable, "-m", "sdpo_cli", "solve", "--resume", str(run.path), "--json"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 1 and json.loads(res.stdout)["attempts_used"] == 12
+    assert [a["attempt"] for a in run.attempts()] == list(range(1, 13))
