@@ -7,7 +7,7 @@
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.sdpo-installed
-DEMO ?= problems/demo_add.yaml
+DEMO ?= problems/demo_max3.yaml
 export OMP_NUM_THREADS ?= $(shell nproc 2>/dev/null || echo 1)
 
 .PHONY: install demo test test-fast test-vllm bench clean sandbox-tools
