@@ -156,6 +156,48 @@ def _opt(help_text: str, flag: str | None = None):
     return typer.Option(flag, help=help_text) if flag else typer.Option(help=help_text)
 
 
+# Hyperparameter flags shared by `solve` and `compare` (None = not given; SolveConfig holds the defaults).
+ModelOpt = Annotated[Optional[str], _opt("Model: alias (smollm2-135m), local directory or cached Hugging Face id.")]
+BackendOpt = Annotated[Optional[str], _opt("Sampling backend: hf or vllm.")]
+DeviceOpt = Annotated[Optional[str], _opt("cpu or cuda (default: cuda if available).")]
+GpuMemoryUtilizationOpt = Annotated[Optional[float], _opt("vLLM on GPU: fraction of GPU memory for the engine; the trainer uses the rest. [default: 0.3]")]
+BudgetOpt = Annotated[Optional[int], _opt("Attempt budget (generations) per problem and run. [default: 64]")]
+BatchSizeOpt = Annotated[Optional[int], _opt("Attempts per step G (SDPO) and per batch (best-of-k). [default: 8 on CPU, 16 on CUDA]")]
+TemperatureOpt = Annotated[Optional[float], _opt("Sampling temperature. [default: 1.0]")]
+TopPOpt = Annotated[Optional[float], _opt("Nucleus sampling top-p. [default: 1.0]")]
+MaxNewTokensOpt = Annotated[Optional[int], _opt("Generation length limit in tokens. [default: 192 CPU, 1024 CUDA]")]
+SeedOpt = Annotated[Optional[int], _opt("Random seed (same seed, same machine: same attempts; compare uses seed, seed+1, ...). [default: 0]")]
+LoraRankOpt = Annotated[Optional[int], _opt("LoRA rank. [default: 16]")]
+LoraAlphaOpt = Annotated[Optional[float], _opt("LoRA alpha. [default: 32]")]
+LrOpt = Annotated[Optional[float], _opt("AdamW learning rate (constant). [default: 1e-4]")]
+WeightDecayOpt = Annotated[Optional[float], _opt("AdamW weight decay. [default: 0.01]")]
+GradClipOpt = Annotated[Optional[float], _opt("Gradient-norm clip. [default: 1.0]")]
+TopkOpt = Annotated[Optional[int], _opt("Distillation support: the student's top-K tokens + tail. [default: 20]")]
+AlphaOpt = Annotated[Optional[float], _opt("Divergence: 1 reverse KL, 0 forward KL, between: JSD. [default: 1.0]")]
+IsClipOpt = Annotated[Optional[float], _opt("Importance-weight clip. [default: 2.0]")]
+AdvClipOpt = Annotated[Optional[float], _opt("Upper clip of the per-token advantage log q - log p. [default: 5.0]")]
+TeacherOpt = Annotated[Optional[str], _opt("Teacher regularisation: ema, trust-region or base. [default: ema]")]
+EmaRateOpt = Annotated[Optional[float], _opt("EMA teacher rate. [default: 0.01]")]
+TrustRegionMixOpt = Annotated[Optional[float], _opt("Trust-region teacher: weight of the student logits. [default: 0.5]")]
+NoAdvClipOpt = Annotated[bool, typer.Option("--no-adv-clip", help="Disable the advantage clip.")]
+
+
+def _config_values(config: Optional[Path], flags: dict, no_adv_clip: bool) -> tuple[dict, set]:
+    """Resolved option values (defaults < config file < flags) and the names the user gave."""
+    from .config import build_config, load_config_file
+
+    file_values = load_config_file(config) if config else {}
+    values = build_config(file_values, flags).__dict__
+    given = set(file_values) | {k for k, v in flags.items() if v is not None}
+    if no_adv_clip:
+        values["adv_clip"] = None
+        given.add("adv_clip")
+    build_config({}, values).validate()
+    return values, given
+
+_KNOBS = ("model", "backend", "device", "gpu_memory_utilization", "budget", "batch_size", "temperature", "top_p", "max_new_tokens", "seed", "lora_rank", "lora_alpha", "lr", "weight_decay", "grad_clip", "topk", "alpha", "is_clip", "adv_clip", "teacher", "ema_rate", "trust_region_mix")
+
+
 @app.command("solve")
 def solve_cmd(
     problems: Annotated[Optional[list[str]], typer.Argument(help="Problem files, folders or globs (run one after another).")] = None,
@@ -163,48 +205,41 @@ def solve_cmd(
     skip_solved: Annotated[bool, typer.Option("--skip-solved", help="Skip problems with a solved run in --runs-dir (their JSON line is still printed).")] = False,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML file of options (flags override it).")] = None,
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where run directories are created.")] = Path("runs"),
-    model: Annotated[Optional[str], _opt("Model: alias (smollm2-135m), local directory or cached Hugging Face id.")] = None,
-    backend: Annotated[Optional[str], _opt("Sampling backend: hf or vllm.")] = None,
-    device: Annotated[Optional[str], _opt("cpu or cuda (default: cuda if available).")] = None,
-    gpu_memory_utilization: Annotated[Optional[float], _opt("vLLM on GPU: fraction of GPU memory for the engine; the trainer uses the rest. [default: 0.3]")] = None,
-    budget: Annotated[Optional[int], _opt("Attempt budget (generations) per problem. [default: 64]")] = None,
-    batch_size: Annotated[Optional[int], _opt("Attempts per step G. [default: 8 on CPU, 16 on CUDA]")] = None,
-    temperature: Annotated[Optional[float], _opt("Sampling temperature. [default: 1.0]")] = None,
-    top_p: Annotated[Optional[float], _opt("Nucleus sampling top-p. [default: 1.0]")] = None,
-    max_new_tokens: Annotated[Optional[int], _opt("Generation length limit in tokens. [default: 192 CPU, 1024 CUDA]")] = None,
-    seed: Annotated[Optional[int], _opt("Random seed (same seed, same machine: same attempts). [default: 0]")] = None,
-    lora_rank: Annotated[Optional[int], _opt("LoRA rank. [default: 16]")] = None,
-    lora_alpha: Annotated[Optional[float], _opt("LoRA alpha. [default: 32]")] = None,
-    lr: Annotated[Optional[float], _opt("AdamW learning rate (constant). [default: 1e-4]")] = None,
-    weight_decay: Annotated[Optional[float], _opt("AdamW weight decay. [default: 0.01]")] = None,
-    grad_clip: Annotated[Optional[float], _opt("Gradient-norm clip. [default: 1.0]")] = None,
-    topk: Annotated[Optional[int], _opt("Distillation support: the student's top-K tokens + tail. [default: 20]")] = None,
-    alpha: Annotated[Optional[float], _opt("Divergence: 1 reverse KL, 0 forward KL, between: JSD. [default: 1.0]")] = None,
-    is_clip: Annotated[Optional[float], _opt("Importance-weight clip. [default: 2.0]")] = None,
-    adv_clip: Annotated[Optional[float], _opt("Upper clip of the per-token advantage log q - log p. [default: 5.0]")] = None,
-    no_adv_clip: Annotated[bool, typer.Option("--no-adv-clip", help="Disable the advantage clip.")] = False,
-    teacher: Annotated[Optional[str], _opt("Teacher regularisation: ema, trust-region or base. [default: ema]")] = None,
-    ema_rate: Annotated[Optional[float], _opt("EMA teacher rate. [default: 0.01]")] = None,
-    trust_region_mix: Annotated[Optional[float], _opt("Trust-region teacher: weight of the student logits. [default: 0.5]")] = None,
+    model: ModelOpt = None,
+    backend: BackendOpt = None,
+    device: DeviceOpt = None,
+    gpu_memory_utilization: GpuMemoryUtilizationOpt = None,
+    budget: BudgetOpt = None,
+    batch_size: BatchSizeOpt = None,
+    temperature: TemperatureOpt = None,
+    top_p: TopPOpt = None,
+    max_new_tokens: MaxNewTokensOpt = None,
+    seed: SeedOpt = None,
+    lora_rank: LoraRankOpt = None,
+    lora_alpha: LoraAlphaOpt = None,
+    lr: LrOpt = None,
+    weight_decay: WeightDecayOpt = None,
+    grad_clip: GradClipOpt = None,
+    topk: TopkOpt = None,
+    alpha: AlphaOpt = None,
+    is_clip: IsClipOpt = None,
+    adv_clip: AdvClipOpt = None,
+    teacher: TeacherOpt = None,
+    ema_rate: EmaRateOpt = None,
+    trust_region_mix: TrustRegionMixOpt = None,
+    no_adv_clip: NoAdvClipOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     as_json: JsonFlag = False,
 ):
     """Solve problems by test-time SDPO: sample, verify, distil feedback into a LoRA adapter, repeat."""
-    from .config import build_config, load_config_file
     from .problem import load_problem
-    from .runs import RunDir
+    from .runs import RunDir, solved_problem_ids, unfinished_runs
 
-    flags = dict(model=model, backend=backend, device=device, gpu_memory_utilization=gpu_memory_utilization, budget=budget, batch_size=batch_size,
-                 temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed, lora_rank=lora_rank,
-                 lora_alpha=lora_alpha, lr=lr, weight_decay=weight_decay, grad_clip=grad_clip, topk=topk, alpha=alpha,
-                 is_clip=is_clip, adv_clip=adv_clip, teacher=teacher, ema_rate=ema_rate, trust_region_mix=trust_region_mix)
+    flags = {k: v for k, v in locals().items() if k in _KNOBS}
     if not problems and not resume:
         raise SdpoError("give problem files to solve, or --resume RUN_DIR (see `sdpo solve --help`)")
     # Validate everything before loading a model: bad input costs nothing and writes nothing.
     jobs = []  # (problem, run or None, config dict)
-    file_values = load_config_file(config) if config else {}
-    from .runs import solved_problem_ids, unfinished_runs
-
     for rdir in resume or []:
         runs = [RunDir.open(rdir)] if (rdir / "config.yaml").exists() else unfinished_runs(rdir)
         if not runs and not (rdir / "config.yaml").exists():
@@ -215,10 +250,7 @@ def solve_cmd(
                                 "continue it with `sdpo compare --resume --out COMPARISON_DIR`")
             jobs.append((load_problem(run.problem_file), run, run.header["config"]))
     if problems:
-        cfg_values = build_config(file_values, flags).__dict__
-        if no_adv_clip:
-            cfg_values["adv_clip"] = None
-        build_config({}, cfg_values).validate()
+        cfg_values, _ = _config_values(config, flags, no_adv_clip)
         errors = []
         loaded = []
         for path in _expand(problems):
@@ -262,47 +294,38 @@ def compare_cmd(
     variant: Annotated[Optional[str], _opt("Multi-turn prompt: feedback_only or attempt_and_feedback. [default: feedback_only]")] = None,
     window_tokens: Annotated[Optional[int], _opt("Multi-turn prompt window in tokens (oldest feedback dropped first). [default: context length - max new tokens]")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML file of options (flags override it).")] = None,
-    model: Annotated[Optional[str], _opt("Model: alias (smollm2-135m), local directory or cached Hugging Face id.")] = None,
-    backend: Annotated[Optional[str], _opt("Sampling backend: hf or vllm.")] = None,
-    device: Annotated[Optional[str], _opt("cpu or cuda (default: cuda if available).")] = None,
-    gpu_memory_utilization: Annotated[Optional[float], _opt("vLLM on GPU: fraction of GPU memory for the engine; the trainer uses the rest. [default: 0.3]")] = None,
-    budget: Annotated[Optional[int], _opt("Attempt budget (generations) per run. [default: 64]")] = None,
-    batch_size: Annotated[Optional[int], _opt("Attempts per step G (SDPO) and per batch (best-of-k). [default: 8 on CPU, 16 on CUDA]")] = None,
-    temperature: Annotated[Optional[float], _opt("Sampling temperature. [default: 1.0]")] = None,
-    top_p: Annotated[Optional[float], _opt("Nucleus sampling top-p. [default: 1.0]")] = None,
-    max_new_tokens: Annotated[Optional[int], _opt("Generation length limit in tokens. [default: 192 CPU, 1024 CUDA]")] = None,
-    seed: Annotated[Optional[int], _opt("First seed. [default: 0]")] = None,
-    lora_rank: Annotated[Optional[int], _opt("LoRA rank. [default: 16]")] = None,
-    lora_alpha: Annotated[Optional[float], _opt("LoRA alpha. [default: 32]")] = None,
-    lr: Annotated[Optional[float], _opt("AdamW learning rate (constant). [default: 1e-4]")] = None,
-    weight_decay: Annotated[Optional[float], _opt("AdamW weight decay. [default: 0.01]")] = None,
-    grad_clip: Annotated[Optional[float], _opt("Gradient-norm clip. [default: 1.0]")] = None,
-    topk: Annotated[Optional[int], _opt("Distillation support: the student's top-K tokens + tail. [default: 20]")] = None,
-    alpha: Annotated[Optional[float], _opt("Divergence: 1 reverse KL, 0 forward KL, between: JSD. [default: 1.0]")] = None,
-    is_clip: Annotated[Optional[float], _opt("Importance-weight clip. [default: 2.0]")] = None,
-    adv_clip: Annotated[Optional[float], _opt("Upper clip of the per-token advantage log q - log p. [default: 5.0]")] = None,
-    no_adv_clip: Annotated[bool, typer.Option("--no-adv-clip", help="Disable the advantage clip.")] = False,
-    teacher: Annotated[Optional[str], _opt("Teacher regularisation: ema, trust-region or base. [default: ema]")] = None,
-    ema_rate: Annotated[Optional[float], _opt("EMA teacher rate. [default: 0.01]")] = None,
-    trust_region_mix: Annotated[Optional[float], _opt("Trust-region teacher: weight of the student logits. [default: 0.5]")] = None,
+    model: ModelOpt = None,
+    backend: BackendOpt = None,
+    device: DeviceOpt = None,
+    gpu_memory_utilization: GpuMemoryUtilizationOpt = None,
+    budget: BudgetOpt = None,
+    batch_size: BatchSizeOpt = None,
+    temperature: TemperatureOpt = None,
+    top_p: TopPOpt = None,
+    max_new_tokens: MaxNewTokensOpt = None,
+    seed: SeedOpt = None,
+    lora_rank: LoraRankOpt = None,
+    lora_alpha: LoraAlphaOpt = None,
+    lr: LrOpt = None,
+    weight_decay: WeightDecayOpt = None,
+    grad_clip: GradClipOpt = None,
+    topk: TopkOpt = None,
+    alpha: AlphaOpt = None,
+    is_clip: IsClipOpt = None,
+    adv_clip: AdvClipOpt = None,
+    teacher: TeacherOpt = None,
+    ema_rate: EmaRateOpt = None,
+    trust_region_mix: TrustRegionMixOpt = None,
+    no_adv_clip: NoAdvClipOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output and no tables.")] = False,
     as_json: JsonFlag = False,
 ):
     """Compare SDPO with best-of-k and multi-turn: same model, settings and budget; discovery@k report."""
     from .compare import prepare, run_comparison
-    from .config import build_config, load_config_file
     from .report import report_dir
 
-    flags = dict(model=model, backend=backend, device=device, gpu_memory_utilization=gpu_memory_utilization, budget=budget, batch_size=batch_size,
-                 temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed, lora_rank=lora_rank,
-                 lora_alpha=lora_alpha, lr=lr, weight_decay=weight_decay, grad_clip=grad_clip, topk=topk, alpha=alpha,
-                 is_clip=is_clip, adv_clip=adv_clip, teacher=teacher, ema_rate=ema_rate, trust_region_mix=trust_region_mix)
-    file_values = load_config_file(config) if config else {}
-    cfg_values = build_config(file_values, flags).__dict__
-    given = set(file_values) | {k for k, v in flags.items() if v is not None}
-    if no_adv_clip:
-        cfg_values["adv_clip"] = None
-        given.add("adv_clip")
+    flags = {k: v for k, v in locals().items() if k in _KNOBS}
+    cfg_values, given = _config_values(config, flags, no_adv_clip)
     out, spec, loaded = prepare(_expand(problems) if problems else [], out=out, resume=resume, baselines=baseline,
                                 seeds=seeds, samples=samples, variant=variant, window_tokens=window_tokens,
                                 cfg_values=cfg_values, given=given)
