@@ -11,6 +11,9 @@ import pytest
 from sdpo_cli.verify import sandbox
 from sdpo_cli.verify.sandbox import Limits, run_python
 
+from pathlib import Path
+
+ROOT_SRC = Path(__file__).resolve().parents[1] / "src"
 FAST = Limits(time_s=1, memory_mb=256, output_bytes=1 << 16)
 
 
@@ -123,3 +126,40 @@ def test_reading_stdin_forever_gets_eof():
     res = run_python("while True:\n    input()", limits=FAST)
     assert res.status == "error" and "EOFError" in res.stderr
     still_works()
+
+
+@pytest.fixture
+def world_readable_tmp():
+    """A directory right under /tmp readable by the sandbox user (pytest's own tmp dirs are mode 700)."""
+    import shutil
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="sdpo-test-", dir="/tmp"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_judge_and_interpreter_under_tmp_stay_visible(world_readable_tmp, mode):
+    """bwrap hides the host's /tmp; a CI checkout (venv + problem files) may live there."""
+    import sys
+    import sysconfig
+
+    tmp_path = world_readable_tmp
+
+    (tmp_path / "judge.py").write_text("import sys\nsys.exit(0 if open(sys.argv[-1]).read().strip() == 'yes' else 1)\n")
+    (tmp_path / "p.yaml").write_text("id: j\ntitle: t\nprompt: q\nverifier: {kind: command, command: [python3, judge.py], send: response}\n")
+    from sdpo_cli.problem import load_problem
+    from sdpo_cli.verify import verify
+
+    p = load_problem(tmp_path / "p.yaml")
+    assert verify(p, "yes").passed and not verify(p, "no").passed
+    # An interpreter whose venv lives under /tmp runs untrusted code too.
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    path = os.pathsep.join([str(ROOT_SRC), sysconfig.get_paths()["purelib"]])
+    code = ("from sdpo_cli.verify.sandbox import run_python\n"
+            "r = run_python('import sys; print(sys.prefix)')\nprint(r.status, r.stdout.strip(), r.stderr[-200:])")
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": path}, timeout=120)
+    assert out.stdout.split()[:1] == ["ok"], out.stdout + out.stderr

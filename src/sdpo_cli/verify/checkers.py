@@ -264,7 +264,8 @@ def _command_job(problem: Problem, v: CommandVerifier, payload: str):
         argv = _resolve_command(problem, v.command) + ["answer.txt"]
         lim = SandboxLimits(time_s=v.timeout_s, memory_mb=max(problem.limits.memory_mb, 2048),
                             output_bytes=problem.limits.output_kb * 1024)
-        res = run_program(argv, stdin=payload, files={"answer.txt": payload}, limits=lim)
+        readable = (str(problem.base_dir.resolve()),) + tuple(os.path.dirname(a) for a in argv if os.path.isabs(a))
+        res = run_program(argv, stdin=payload, files={"answer.txt": payload}, limits=lim, readable=readable)
         text = (res.stdout + ("\n" + res.stderr if res.stderr.strip() else "")).strip()
         if res.status == "timeout":
             text = f"The judge timed out after {v.timeout_s:g} s.\n{text}".strip()

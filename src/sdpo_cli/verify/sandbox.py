@@ -128,9 +128,26 @@ def _private_dirs() -> tuple[str, ...]:
     return tuple(d for d in ("/root", "/home") if os.path.isdir(d) and not os.stat(d).st_mode & 0o001)
 
 
-def _interpreter_dirs() -> list[str]:
-    dirs = {sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(sys.executable))}
-    return sorted(d for d in dirs if any(d.startswith(h + "/") for h in _private_dirs()))
+_SCRATCH = ("/tmp", "/var/tmp", "/dev/shm")  # replaced by empty private tmpfs under bwrap
+
+
+def _masked() -> tuple[str, ...]:
+    return _private_dirs() + _SCRATCH
+
+
+def _under(path: str, dirs: tuple[str, ...]) -> bool:
+    return any(path.startswith(d + "/") for d in dirs)
+
+
+def _visible_dirs(readable: tuple[str, ...] = ()) -> list[str]:
+    """Directories the program needs that bwrap would hide (under /root, /tmp, ...): the interpreter's
+    trees (a venv may live under /tmp, e.g. a CI checkout) and the caller's `readable` paths."""
+    exe = sys.executable
+    dirs = {sys.base_prefix, sys.prefix, os.path.dirname(exe), os.path.dirname(os.path.realpath(exe)),
+            *(os.path.realpath(r) for r in readable)}
+    picked = sorted(d for d in dirs if _under(d, _masked()) and os.path.exists(d))
+    # A directory inside another picked one is bound with it already.
+    return [d for d in picked if not any(d.startswith(o + "/") for o in picked if o != d)]
 
 
 def _parents(path: str) -> list[str]:
@@ -157,7 +174,7 @@ def _drop_root(mode: str) -> bool:
     return mode == "bwrap" or _reachable_by_others(interpreter(mode))
 
 
-def _command(argv: list[str], workdir: str, limits: Limits, mode: str) -> list[str]:
+def _command(argv: list[str], workdir: str, limits: Limits, mode: str, readable: tuple[str, ...] = ()) -> list[str]:
     cpu = max(1, int(limits.time_s + 0.999))
     chain = ["prlimit", f"--cpu={cpu}:{cpu + 1}", f"--as={limits.memory_mb << 20}",
              f"--fsize={limits.file_size_mb << 20}", f"--nofile={limits.open_files}", "--core=0"]
@@ -166,15 +183,14 @@ def _command(argv: list[str], workdir: str, limits: Limits, mode: str) -> list[s
                   "--clear-groups"]
     chain += ["--", *argv] if chain[-1] != "--clear-groups" else argv
     if mode == "bwrap":
-        hide = [a for d in _private_dirs() for a in ("--tmpfs", d)]
+        hide = [a for d in _masked() if os.path.isdir(d) for a in ("--tmpfs", d)]
         rebind = []
-        for d in _interpreter_dirs():
-            parents = [p for p in _parents(d) if any(p.startswith(h + "/") for h in _private_dirs())]
+        for d in _visible_dirs(readable):
+            parents = [p for p in _parents(d) if _under(p, _masked())]
             rebind += [a for p in parents for a in ("--perms", "0755", "--dir", p)] + ["--ro-bind", d, d]
         return ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", *hide, *rebind,
-                "--tmpfs", "/tmp", "--tmpfs", "/var/tmp", "--tmpfs", "/dev/shm", "--bind", workdir, workdir,
-                "--unshare-net", "--unshare-pid", "--unshare-ipc", "--die-with-parent", "--new-session",
-                "--chdir", workdir, *chain]
+                "--bind", workdir, workdir, "--unshare-net", "--unshare-pid", "--unshare-ipc",
+                "--die-with-parent", "--new-session", "--chdir", workdir, *chain]
     if mode == "unshare":
         # A shell as PID 1 of the namespace: the kernel drops signals without a handler sent to PID 1,
         # so the program itself must not be PID 1 (`; exit $?` stops sh from exec-ing it directly).
@@ -197,8 +213,13 @@ def _kill(proc: subprocess.Popen) -> None:
 
 
 def run_program(argv: list[str], *, stdin: str | bytes = b"", files: dict[str, str | bytes] | None = None,
-                limits: Limits = Limits(), env: dict[str, str] | None = None) -> ExecResult:
-    """Run `argv` sandboxed in a fresh temp dir holding `files`. Never raises for what the program does."""
+                limits: Limits = Limits(), env: dict[str, str] | None = None,
+                readable: tuple[str, ...] = ()) -> ExecResult:
+    """Run `argv` sandboxed in a fresh temp dir holding `files`. Never raises for what the program does.
+
+    `readable`: directories the program must be able to read although bwrap hides their parent
+    (e.g. a judge script's folder under /tmp); they are bound read-only.
+    """
     mode = isolation()
     workdir = tempfile.mkdtemp(prefix="sdpo-run-")
     t0 = time.perf_counter()
@@ -213,7 +234,7 @@ def run_program(argv: list[str], *, stdin: str | bytes = b"", files: dict[str, s
                 os.chown(p, NOBODY, NOBODY)
         with open(os.path.join(workdir, ".stdin"), "rb") as stdin_f:
             try:
-                proc = subprocess.Popen(_command(argv, workdir, limits, mode), cwd=workdir, stdin=stdin_f,
+                proc = subprocess.Popen(_command(argv, workdir, limits, mode, tuple(readable)), cwd=workdir, stdin=stdin_f,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         env=_env(workdir, env), start_new_session=True)
             except OSError as e:
