@@ -39,6 +39,22 @@ class Completion:
     truncated: bool = False
 
 
+def check_request(prompt_ids: list[int], n: int, params: SamplingParams) -> None:
+    """Reject a sampling request every backend would get wrong (ConfigError, one line)."""
+    from ..errors import ConfigError
+
+    if n < 1:
+        raise ConfigError(f"number of samples must be >= 1, got {n}")
+    if not prompt_ids:
+        raise ConfigError("prompt_ids is empty; encode the prompt with model.encode_chat first")
+    if params.max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens must be >= 1, got {params.max_new_tokens}")
+    if params.temperature < 0:
+        raise ConfigError(f"temperature must be >= 0, got {params.temperature}")
+    if not 0.0 < params.top_p <= 1.0:
+        raise ConfigError(f"top_p must be in (0, 1], got {params.top_p}")
+
+
 class Sampler(Protocol):
     """A sampling backend.
 

@@ -32,7 +32,7 @@ from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
 from ..errors import ConfigError
-from . import Completion, SamplingParams
+from . import Completion, SamplingParams, check_request
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -120,16 +120,7 @@ class HFSampler:
             log-prob under the unmodified model distribution); `truncated` is True when no EOS was
             produced within `max_new_tokens`.
         """
-        if n < 1:
-            raise ConfigError(f"number of samples must be >= 1, got {n}")
-        if not prompt_ids:
-            raise ConfigError("prompt_ids is empty; encode the prompt with model.encode_chat first")
-        if params.max_new_tokens < 1:
-            raise ConfigError(f"max_new_tokens must be >= 1, got {params.max_new_tokens}")
-        if params.temperature < 0:
-            raise ConfigError(f"temperature must be >= 0, got {params.temperature}")
-        if not 0.0 < params.top_p <= 1.0:
-            raise ConfigError(f"top_p must be in (0, 1], got {params.top_p}")
+        check_request(prompt_ids, n, params)
 
         greedy = params.temperature == 0
         processors = LogitsProcessorList()

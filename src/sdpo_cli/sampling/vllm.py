@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BackendUnavailable, ConfigError, RunError
-from . import Completion, SamplingParams
+from . import Completion, SamplingParams, check_request
 
 # vLLM accepts only these `max_lora_rank` values (vllm/config/lora.py `MaxLoRARanks`).
 LORA_RANK_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -277,16 +277,7 @@ class VLLMSampler:
         """
         if self._llm is None:
             raise RunError("the vLLM sampler is closed (or failed to start); create a new VLLMSampler")
-        if n < 1:
-            raise ConfigError(f"number of samples must be >= 1, got {n}")
-        if not prompt_ids:
-            raise ConfigError("prompt_ids is empty; encode the prompt with model.encode_chat first")
-        if params.max_new_tokens < 1:
-            raise ConfigError(f"max_new_tokens must be >= 1, got {params.max_new_tokens}")
-        if params.temperature < 0:
-            raise ConfigError(f"temperature must be >= 0, got {params.temperature}")
-        if not 0.0 < params.top_p <= 1.0:
-            raise ConfigError(f"top_p must be in (0, 1], got {params.top_p}")
+        check_request(prompt_ids, n, params)
         if len(prompt_ids) + params.max_new_tokens > self.max_model_len:
             raise ConfigError(
                 f"prompt ({len(prompt_ids)} tokens) + max_new_tokens ({params.max_new_tokens}) exceeds "
