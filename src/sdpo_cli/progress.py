@@ -28,7 +28,7 @@ def run_jobs(method: str, jobs: list[tuple], runs_dir: Path, *, quiet: bool, as_
     """Run every (problem, run-or-None, config dict) job in order. Returns the exit code (0 all solved, 1 not)."""
     from .config import SolveConfig
     from .runs import RunDir
-    from .trainer import Session, solve
+    from .trainer import Session, mark_interrupted, solve
 
     session, session_key = None, None
     all_solved = True
@@ -54,11 +54,14 @@ def run_jobs(method: str, jobs: list[tuple], runs_dir: Path, *, quiet: bool, as_
         t0 = time.perf_counter()
         if not quiet:
             console.err.print(f"[bold]{problem.id}[/] -> {run.path}" + (" (resuming)" if resumed else ""))
+        events = solve(problem, session, run, resume=resumed)
         try:
-            for ev in _with_progress(solve(problem, session, run, resume=resumed), quiet, t0):
+            for ev in _with_progress(events, quiet, t0):
                 if ev["type"] == "done":
                     done = ev
         except KeyboardInterrupt:
+            events.close()  # Ctrl-C outside the generator (while rendering): still unload and record it
+            mark_interrupted(problem, session.cfg, run)
             console.error(f"Interrupted. Resume with: sdpo solve --resume {run.path}")
             raise SystemExit(130) from None
         except RunError as e:

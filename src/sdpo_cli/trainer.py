@@ -318,7 +318,7 @@ def solve(problem, session: Session, run: RunDir, *, resume: bool = False) -> It
                     break
                 step += 1
         except KeyboardInterrupt:
-            run.write_summary(_summary(problem, cfg, run, "interrupted", None, used, best, wall))
+            mark_interrupted(problem, cfg, run)
             raise
         if winner is not None:
             ext = "py" if problem.kind in ("stdio", "function") else "txt"
@@ -340,6 +340,16 @@ def _prune_adapters(folder: Path, keep: int) -> None:
     dirs = sorted(folder.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
     for old in dirs[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def mark_interrupted(problem, cfg, run: RunDir) -> None:
+    """Write an "interrupted" summary from the last checkpoint (what a resume continues from),
+    unless the run already finished."""
+    if (run.summary() or {}).get("status") in ("solved", "exhausted"):
+        return
+    ck = run.checkpoint() or {}
+    run.write_summary(_summary(problem, cfg, run, "interrupted", None, ck.get("attempts_used", 0),
+                               ck.get("best_passed", 0), ck.get("wall_s", 0.0)))
 
 
 def _summary(problem, cfg, run, status, solved_at, used, best, wall) -> dict:
