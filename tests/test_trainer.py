@@ -258,7 +258,10 @@ def test_sampling_knobs_change_the_samples(tiny_model):
 def test_ctrl_c_stops_cleanly_and_the_run_resumes(tiny_model_dir, stdio_problem, tmp_path):
     cmd, env = _solve_cli(tiny_model_dir, stdio_problem, tmp_path / "r")
     cmd[cmd.index("--budget") + 1] = "30"  # many steps left when the signal arrives
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell runs background jobs with SIGINT ignored, and the child would inherit that (Python then
+    # never raises KeyboardInterrupt): give it the default disposition, as a terminal's Ctrl-C has.
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 600
     while time.time() < deadline and not list((tmp_path / "r").glob("*/checkpoint.json")):
         time.sleep(0.05)
