@@ -117,11 +117,7 @@ def best_of_k(problem, session, run: RunDir, n_samples: int | None = None, *, re
         raise ConfigError(f"--samples: best-of-k needs at least the budget ({cfg.budget}) samples, got {n_total}")
     model = _base_model(session)
     prompt_ids = encode_chat(session.tokenizer, problem.messages())
-    ck = run.rollback_to_checkpoint() if resume else None
-    step = ck["step"] + 1 if ck else 0
-    used = ck["attempts_used"] if ck else 0
-    best = ck["best_passed"] if ck else 0
-    wall = ck["wall_s"] if ck else 0.0
+    ck, step, used, best, wall = run.start_point(resume)
     correct = ck["n_correct"] if ck else 0
     first = ck["first_success"] if ck else None
     sampler = session.sampler(model, attempts_done=used)
@@ -190,11 +186,7 @@ def multi_turn(problem, session, run: RunDir, *, variant: str = "feedback_only",
     cfg = session.cfg
     model = _base_model(session)
     window = window_tokens if window_tokens is not None else default_window(model, cfg.max_new_tokens)
-    ck = run.rollback_to_checkpoint() if resume else None
-    turn = ck["step"] + 1 if ck else 0
-    used = ck["attempts_used"] if ck else 0
-    best = ck["best_passed"] if ck else 0
-    wall = ck["wall_s"] if ck else 0.0
+    ck, turn, used, best, wall = run.start_point(resume)
     start = ck["window_start"] if ck else 0  # index of the oldest past turn still in the prompt
     # The conversation so far = the attempts on disk (after the rollback: exactly the committed turns).
     history = [(r["text"], r["feedback"]) for r in run.attempts()] if ck else []

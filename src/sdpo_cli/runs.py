@@ -161,6 +161,14 @@ class RunDir:
                 shutil.rmtree(partial, ignore_errors=True)
         return ck
 
+    def start_point(self, resume: bool) -> tuple[dict | None, int, int, int, float]:
+        """(checkpoint, next step, attempts used, best tests passed, wall seconds) to start from:
+        zeros for a new run, the rolled-back checkpoint's counters when resuming."""
+        ck = self.rollback_to_checkpoint() if resume else None
+        if not ck:
+            return None, 0, 0, 0, 0.0
+        return ck, ck["step"] + 1, ck["attempts_used"], ck["best_passed"], ck["wall_s"]
+
     # ---- results --------------------------------------------------------------------------------
     def summary(self) -> dict | None:
         p = self.path / "summary.json"

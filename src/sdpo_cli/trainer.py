@@ -266,11 +266,7 @@ def solve(problem, session: Session, run: RunDir, *, resume: bool = False) -> It
     try:
         updater = SDPOUpdater(model, session.tokenizer, cfg, rollout_correction=session.vllm is not None)
         prompt_ids = encode_chat(session.tokenizer, problem.messages())
-        ck = run.rollback_to_checkpoint() if resume else None
-        step = ck["step"] + 1 if ck else 0
-        used = ck["attempts_used"] if ck else 0
-        best = ck["best_passed"] if ck else 0
-        wall = ck["wall_s"] if ck else 0.0
+        ck, step, used, best, wall = run.start_point(resume)
         if ck:
             updater.load(run.state_dir(ck["step"]))
         sampler = session.sampler(model, attempts_done=used)
