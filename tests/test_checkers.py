@@ -82,6 +82,26 @@ def test_unsplittable_check_runs_whole():
     assert v.status == "wrong_answer" and "assert candidate(i) == i * i" in v.feedback
 
 
+def test_function_preamble_runs_before_the_reply_without_shifting_its_lines():
+    spec = {"id": "c", "title": "t", "prompt": "q", "verifier": {"kind": "function", "name": "first",
+            "tests": [{"args": [[3, 1]], "expected": 3}, {"args": [[]], "expected": None}]}}
+    reply = code("def first(xs: List[int]) -> Optional[int]:\n    return xs[0] if xs else None")
+    bare = verify(Problem.model_validate(spec), reply)
+    assert bare.status == "runtime_error" and "NameError: name 'List' is not defined" in bare.feedback
+    spec["verifier"]["preamble"] = "from typing import *\nfrom collections import deque\n"
+    p = Problem.model_validate(spec)
+    assert verify(p, reply).passed
+    # The reply's own definitions win, and its tracebacks still point at its own line numbers.
+    v = verify(p, code("deque = None\ndef first(xs):\n    return deque(xs)"))
+    assert v.status == "runtime_error" and "TypeError: 'NoneType' object is not callable" in v.feedback
+    assert "Line 3 in first" in v.feedback
+    # The preamble is in scope for `test_code` problems too.
+    p = Problem.model_validate({"id": "c", "title": "t", "prompt": "q", "verifier": {
+        "kind": "function", "name": "sq", "preamble": "import math\n",
+        "test_code": "def check(candidate):\n    assert candidate(3) == 9\n"}})
+    assert verify(p, code("def sq(x):\n    return int(math.pow(x, 2))")).passed
+
+
 def test_answer_kinds():
     num = Problem.model_validate({"id": "a", "title": "t", "prompt": "q", "verifier": {"kind": "answer", "answer": "0.5"}})
     assert verify(num, "so the answer is \\boxed{1/2}").passed

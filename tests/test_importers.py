@@ -163,6 +163,18 @@ def test_humaneval_sample_passes_sdpo_check(tmp_path):
 
 
 @needs_humaneval
+def test_humaneval_prompt_imports_and_helpers_are_in_scope_as_in_the_official_harness(tmp_path):
+    files = written(humaneval.load("10,28"), tmp_path)
+    p = load_problem(files["humaneval-028"])  # concatenate(strings: List[str]); the prompt imports List
+    assert p.verifier.preamble == "from typing import List\n"
+    assert verify(p, code("def concatenate(strings: List[str]) -> str:\n    return ''.join(strings)")).passed
+    p = load_problem(files["humaneval-010"])  # make_palindrome may call the prompt's is_palindrome
+    reply = ("def make_palindrome(string: str) -> str:\n    i = 0\n"
+             "    while not is_palindrome(string[i:]):\n        i += 1\n    return string + string[:i][::-1]")
+    assert verify(p, code(reply)).passed
+
+
+@needs_humaneval
 def test_humaneval_trivial_asserts_are_dropped(tmp_path):
     row = next(r for r in humaneval.read_rows(humaneval.data_file()) if r["task_id"] == "HumanEval/70")
     assert "assert True" in row["test"]
@@ -236,10 +248,10 @@ def test_lcb_functional_class_solution(tmp_path):
     assert p.kind == "function" and p.verifier.name == "maxPairSum"
     assert [(t.args, t.expected, t.hidden) for t in p.verifier.tests[:2]] == [([[1, 5, 2, 4], 1], 7, False),
                                                                              ([[3, 3], 1], 6, True)]
-    assert "from typing import List\n\nclass Solution:" in p.prompt  # the import our sandbox needs
-    sol = ("from typing import List\nclass Solution:\n    def maxPairSum(self, nums: List[int], k: int) -> int:\n"
+    assert "from typing import List\n\nclass Solution:" in p.prompt  # the starter code's import, written out
+    sol = ("class Solution:\n    def maxPairSum(self, nums: List[int], k: int) -> int:\n"
            "        return max(nums[i] + nums[j] for i in range(len(nums)) for j in range(i + 1, min(len(nums), i + k + 1)))")
-    assert verify(p, code(sol)).passed
+    assert verify(p, code(sol)).passed  # List, like the grader's other imports, needs no import
     assert check_problem(p.path)["ok"]  # no reference: the wrong answer must be rejected with feedback
 
 
@@ -309,8 +321,8 @@ def test_leetcode_tests_accept_a_right_solution_and_explain_a_wrong_one(tmp_path
     files = written(leetcode.load("721"), tmp_path)
     p = _first_cases(files["leetcode-0721-accounts-merge"], 3)
     right = """
-class Solution:
-    def accounts_merge(self, accounts):
+class Solution:  # List and defaultdict without imports: the judge's preamble has them
+    def accounts_merge(self, accounts: List[List[str]]) -> List[List[str]]:
         parent = {}
         def find(x):
             while parent.setdefault(x, x) != x:
@@ -321,9 +333,9 @@ class Solution:
             for e in emails:
                 owner[e] = name
                 parent[find(e)] = find(emails[0])
-        groups = {}
+        groups = defaultdict(list)
         for e in owner:
-            groups.setdefault(find(e), []).append(e)
+            groups[find(e)].append(e)
         return [[owner[r]] + sorted(es) for r, es in reversed(list(groups.items()))]  # any order is right
 """
     assert verify(p, code(right)).passed

@@ -65,6 +65,8 @@ class FunctionVerifier(_Strict):
     tests: list[FunctionTest] = Field(default_factory=list)
     test_code: str | None = Field(None, description="HumanEval-style code defining check(candidate)")
     float_tolerance: float | None = Field(None, ge=0)
+    preamble: str | None = Field(
+        None, description="code run in the solution's namespace before it, e.g. the imports a judge provides")
 
     @field_validator("name")
     @classmethod

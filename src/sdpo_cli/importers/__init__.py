@@ -36,6 +36,18 @@ from ..errors import BackendUnavailable, ConfigError
 
 SOURCES = ("humaneval", "livecodebench", "leetcode", "euler")
 
+# What online judges have in scope before a Python solution runs, as the `function` verifier's
+# `preamble`: LiveCodeBench's grader prefixes every program with these imports (star imports, then the
+# builtins again so math.pow & co. do not shadow them, then the modules by name, and a high recursion
+# limit), and LeetCode's Python 3 judge likewise pre-imports typing, collections, heapq, bisect, ....
+# A reply that uses `List` or `deque` without importing it passes there, so it passes here too.
+_JUDGE_MODULES = ("string", "re", "datetime", "collections", "heapq", "bisect", "copy", "math", "random",
+                  "statistics", "itertools", "functools", "operator", "io", "sys", "json")
+JUDGE_PREAMBLE = "".join(
+    [f"from {m} import *\n" for m in (*_JUDGE_MODULES, "builtins", "typing")]
+    + [f"import {m}\n" for m in _JUDGE_MODULES]
+    + ["sys.setrecursionlimit(50000)\n"])
+
 
 @dataclass
 class Imported:

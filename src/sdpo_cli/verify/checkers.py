@@ -178,8 +178,9 @@ def _call_repr(name: str, args: list, kwargs: dict) -> str:
     return f"{name}({', '.join(parts)})"
 
 
-def _harness(code: str, call: dict, lim: SandboxLimits):
-    files = {"solution.py": code, "harness.py": HARNESS_SRC, "call.json": json.dumps(call)}
+def _harness(code: str, call: dict, lim: SandboxLimits, preamble: str | None):
+    files = {"solution.py": code, "harness.py": HARNESS_SRC, "call.json": json.dumps(call),
+             "preamble.py": preamble or ""}
     return run_program([interpreter(), "-I", "harness.py"], files=files, limits=lim)
 
 
@@ -195,7 +196,7 @@ def _function_job(code: str, v: FunctionVerifier, idx: int, lim: SandboxLimits):
     shown = _call_repr(v.name, t.args, t.kwargs)
 
     def run() -> TestOutcome:
-        res = _harness(code, {"mode": "call", "name": v.name, "args": t.args, "kwargs": t.kwargs}, lim)
+        res = _harness(code, {"mode": "call", "name": v.name, "args": t.args, "kwargs": t.kwargs}, lim, v.preamble)
         bad = _failed_run(res, idx, t.hidden, shown)
         if bad:
             return bad
@@ -217,7 +218,7 @@ def _assertion_job(code: str, v: FunctionVerifier, idx: int, call: dict | None, 
     harness_call["name"] = v.name
 
     def run() -> TestOutcome:
-        res = _harness(code, harness_call, lim)
+        res = _harness(code, harness_call, lim, v.preamble)
         if res.status == "error" and "AssertionError" in res.stderr and call is None:
             # Unsplit check(): show the failing assertion's source line (test code is compiled from a
             # string, so the traceback has only its line number).

@@ -6,6 +6,8 @@ imports sdpo_cli. It reads call.json:
     {"mode": "assert_eq", "name": f, "setup": src, "left": expr, "right": expr}
     {"mode": "assert", "name": f, "setup": src, "stmt": src}
     {"mode": "check", "name": f, "test_code": src}     -> HumanEval check(candidate), unsplit
+preamble.py (the verifier's `preamble`, e.g. the imports a judge provides; may be empty) runs first
+in the solution's namespace, as if written above the solution without shifting its line numbers.
 The result goes to the ORIGINAL stdout as one JSON line; the candidate's own prints are redirected to
 stderr so they cannot forge a result (they show up as debug output instead). Exceptions propagate,
 so the traceback (with solution.py frames) reaches stderr and the exit code is non-zero.
@@ -43,9 +45,11 @@ def _emit(obj):
 
 
 call = json.load(open("call.json", encoding="utf-8"))
+ns = {"__name__": "solution"}
+with open("preamble.py", encoding="utf-8") as f:
+    exec(compile(f.read(), os.path.abspath("preamble.py"), "exec"), ns)
 with open("solution.py", encoding="utf-8") as f:
     code = compile(f.read(), os.path.abspath("solution.py"), "exec")
-ns = {"__name__": "solution"}
 exec(code, ns)
 
 name = call["name"]
