@@ -437,6 +437,11 @@ def test_shipped_imported_problems_load_with_source_and_reference():
     for f in files:
         p = load_problem(f)
         assert p.meta["source"] and p.reference and f.stem == p.id
+        # The curated set ships with the default model's measured base pass rate and how to remeasure it.
+        passed, n = map(int, p.meta["base_pass"].split()[0].split("/"))
+        assert p.meta["base_pass_rate"] == round(passed / n, 3) and n >= 32, f
+        assert p.meta["measured_with"].endswith(f"{f.relative_to(ROOT)} --samples {n} --max-new-tokens 192 "
+                                                "--batch-size 32"), f
 
 
 @pytest.mark.slow
