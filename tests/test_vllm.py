@@ -273,14 +273,36 @@ def test_engine_crash_is_a_run_error(engine, hf):
     """Kills this module's engine, so it must stay the last test of the file."""
     import psutil
 
+    import threading
+
     sampler, _ = engine
     _, _, prompt_ids = hf
     core = [p for p in psutil.Process().children(recursive=True) if "EngineCore" in " ".join(_cmd(p))]
     assert core, "no EngineCore child process found"
-    for proc in core:
-        os.kill(proc.pid, signal.SIGKILL)
-    psutil.wait_procs(core, timeout=30)
 
+    # The engine dies while a generate call waits for it (the case vLLM's own client would wait
+    # out forever); the call runs in a thread so that a hang fails the test instead of the CI job.
+    def kill():
+        for proc in core:
+            os.kill(proc.pid, signal.SIGKILL)
+
+    raised: list[BaseException] = []
+
+    def sample():
+        try:
+            sampler.sample(prompt_ids, 2, SamplingParams(max_new_tokens=256, seed=3))
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread
+            raised.append(e)
+
+    worker = threading.Thread(target=sample, daemon=True)
+    worker.start()
+    threading.Timer(0.5, kill).start()
+    worker.join(timeout=120)
+    assert not worker.is_alive(), "sample() still waiting two minutes after the engine died"
+    assert len(raised) == 1 and isinstance(raised[0], RunError), raised
+    assert "vLLM engine failed while sampling" in str(raised[0])
+    psutil.wait_procs(core, timeout=30)
+    # Later calls fail at once.
     with pytest.raises(RunError, match="vLLM engine failed while sampling"):
         sampler.sample(prompt_ids, 1, SamplingParams(max_new_tokens=4))
     sampler.close()

@@ -25,6 +25,12 @@ as HFSampler records it (SPEC §1.7 uses these as the old policy in importance s
 
 The engine starts child processes (EngineCore, worker), so any script that creates a sampler needs
 an `if __name__ == "__main__":` guard. `import vllm` happens only in the constructor.
+
+Engine death: vLLM's monitor thread marks its client dead when the EngineCore process exits, but if
+that happens while `generate` already waits for outputs, the synchronous client waits forever (its
+output thread stops without posting an error). `_EngineWatch` closes that gap: while a `generate`
+runs, it checks the client's dead flag every second and, once set, posts EngineDeadError into the
+client's output queue, so the call raises and the run stops with a RunError instead of hanging.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import importlib.util
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +126,42 @@ def _adapter_fingerprint(adapter_dir: Path) -> tuple:
                           f"model.save_adapter")
     st = weights.stat()
     return (str(adapter_dir), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class _EngineWatch:
+    """While active, turn "the engine process died" into an exception in the waiting `generate`.
+
+    Uses the multiprocess client's `resources.engine_dead` flag and `outputs_queue` (vLLM >= 0.11
+    SyncMPClient); with a client that has neither (in-process engine, other versions) it does nothing.
+    """
+
+    def __init__(self, llm, interval_s: float = 1.0):
+        client = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        resources = getattr(client, "resources", None)
+        self._queue = getattr(client, "outputs_queue", None)
+        self._dead = (lambda: getattr(resources, "engine_dead", False)) if resources is not None else None
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        while not self._stop.wait(self._interval_s):
+            if self._dead():
+                self._queue.put_nowait(EngineDeadError())
+                return
+
+    def __enter__(self) -> "_EngineWatch":
+        if self._queue is not None and self._dead is not None:
+            self._thread = threading.Thread(target=self._run, name="sdpo-vllm-engine-watch", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
 
 
 class VLLMSampler:
@@ -305,12 +348,13 @@ class VLLMSampler:
             skip_special_tokens=True,
         )
         try:
-            outputs = self._llm.generate(
-                [TokensPrompt(prompt_token_ids=list(prompt_ids))],
-                vparams,
-                lora_request=lora_request,
-                use_tqdm=False,
-            )
+            with _EngineWatch(self._llm):
+                outputs = self._llm.generate(
+                    [TokensPrompt(prompt_token_ids=list(prompt_ids))],
+                    vparams,
+                    lora_request=lora_request,
+                    use_tqdm=False,
+                )
         except Exception as e:
             what = f"adapter {adapter_dir}" if adapter_dir else "the base model"
             raise RunError(f"the vLLM engine failed while sampling with {what} ({_first_line(e)}); "
