@@ -137,9 +137,8 @@ class _EngineWatch:
 
     def __init__(self, llm, interval_s: float = 1.0):
         client = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
-        resources = getattr(client, "resources", None)
+        self._resources = getattr(client, "resources", None)
         self._queue = getattr(client, "outputs_queue", None)
-        self._dead = (lambda: getattr(resources, "engine_dead", False)) if resources is not None else None
         self._interval_s = interval_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -148,12 +147,12 @@ class _EngineWatch:
         from vllm.v1.engine.exceptions import EngineDeadError
 
         while not self._stop.wait(self._interval_s):
-            if self._dead():
+            if getattr(self._resources, "engine_dead", False):
                 self._queue.put_nowait(EngineDeadError())
                 return
 
     def __enter__(self) -> "_EngineWatch":
-        if self._queue is not None and self._dead is not None:
+        if self._queue is not None and self._resources is not None:
             self._thread = threading.Thread(target=self._run, name="sdpo-vllm-engine-watch", daemon=True)
             self._thread.start()
         return self

@@ -142,12 +142,12 @@ def _under(path: str, dirs: tuple[str, ...]) -> bool:
 def _visible_dirs(readable: tuple[str, ...] = ()) -> list[str]:
     """Directories the program needs that bwrap would hide (under /root, /tmp, ...): the interpreter's
     trees (a venv may live under /tmp, e.g. a CI checkout) and the caller's `readable` paths."""
-    exe = sys.executable
+    exe, masked = sys.executable, _masked()
     dirs = {sys.base_prefix, sys.prefix, os.path.dirname(exe), os.path.dirname(os.path.realpath(exe)),
             *(os.path.realpath(r) for r in readable)}
-    picked = sorted(d for d in dirs if _under(d, _masked()) and os.path.exists(d))
+    picked = tuple(sorted(d for d in dirs if _under(d, masked) and os.path.exists(d)))
     # A directory inside another picked one is bound with it already.
-    return [d for d in picked if not any(d.startswith(o + "/") for o in picked if o != d)]
+    return [d for d in picked if not _under(d, picked)]
 
 
 def _parents(path: str) -> list[str]:
@@ -183,10 +183,11 @@ def _command(argv: list[str], workdir: str, limits: Limits, mode: str, readable:
                   "--clear-groups"]
     chain += ["--", *argv] if chain[-1] != "--clear-groups" else argv
     if mode == "bwrap":
-        hide = [a for d in _masked() if os.path.isdir(d) for a in ("--tmpfs", d)]
+        masked = _masked()
+        hide = [a for d in masked if os.path.isdir(d) for a in ("--tmpfs", d)]
         rebind = []
         for d in _visible_dirs(readable):
-            parents = [p for p in _parents(d) if _under(p, _masked())]
+            parents = [p for p in _parents(d) if _under(p, masked)]
             rebind += [a for p in parents for a in ("--perms", "0755", "--dir", p)] + ["--ro-bind", d, d]
         return ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", *hide, *rebind,
                 "--bind", workdir, workdir, "--unshare-net", "--unshare-pid", "--unshare-ipc",
