@@ -7,12 +7,34 @@ else goes to stderr. Colour follows rich's rules (NO_COLOR, not a terminal -> no
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 from rich.console import Console
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # one message = one line, for logs and grep
 out = Console(highlight=False, soft_wrap=True)
+
+
+# C0 controls but \t and \n, DEL, C1 controls, and the Unicode bidi overrides/isolates that can make
+# text display differently from what it is ("Trojan Source"). ESC (\x1b) is among them: no escape
+# sequence from model output or a file name ever reaches the terminal.
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def safe(text: str) -> str:
+    """`text` with every terminal control character made visible (``\\x1b``, ``\\r``, ``\\u202e``).
+
+    For human output of anything a model, a judge or a user file supplied. Print the result with
+    markup=False (or inside a rich Text) so `[bold]`-like text is not interpreted either. `--json`
+    output stays exact and never goes through this.
+    """
+
+    def visible(m: re.Match) -> str:
+        c = m.group(0)
+        return repr(c)[1:-1] if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+
+    return _UNSAFE.sub(visible, text)
 
 
 def error(line: str) -> None:
