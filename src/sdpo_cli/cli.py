@@ -180,6 +180,9 @@ TeacherOpt = Annotated[Optional[str], _opt("Teacher regularisation: ema, trust-r
 EmaRateOpt = Annotated[Optional[float], _opt("EMA teacher rate. [default: 0.01]")]
 TrustRegionMixOpt = Annotated[Optional[float], _opt("Trust-region teacher: weight of the student logits. [default: 0.5]")]
 NoAdvClipOpt = Annotated[bool, typer.Option("--no-adv-clip", help="Disable the advantage clip.")]
+DtypeOpt = Annotated[Optional[str], _opt("Base-weight dtype: auto (bf16 where the GPU/CPU multiplies bf16 natively, else fp32), fp32 or bf16. LoRA, optimiser and loss stay fp32. [default: auto]")]
+MicroBatchTokensOpt = Annotated[Optional[int], _opt("Padded tokens per forward pass of the update (sequences are batched up to this). [default: 4096 CPU, 16384 CUDA]")]
+GradCheckpointingOpt = Annotated[Optional[bool], typer.Option("--grad-checkpointing/--no-grad-checkpointing", help="Recompute activations in backward: less memory for long responses, slower. [default: off]")]
 
 
 def _config_values(config: Optional[Path], flags: dict, no_adv_clip: bool) -> tuple[dict, set]:
@@ -195,7 +198,7 @@ def _config_values(config: Optional[Path], flags: dict, no_adv_clip: bool) -> tu
     build_config({}, values).validate()
     return values, given
 
-_KNOBS = ("model", "backend", "device", "gpu_memory_utilization", "budget", "batch_size", "temperature", "top_p", "max_new_tokens", "seed", "lora_rank", "lora_alpha", "lr", "weight_decay", "grad_clip", "topk", "alpha", "is_clip", "adv_clip", "teacher", "ema_rate", "trust_region_mix")
+_KNOBS = ("model", "backend", "device", "gpu_memory_utilization", "budget", "batch_size", "temperature", "top_p", "max_new_tokens", "seed", "lora_rank", "lora_alpha", "lr", "weight_decay", "grad_clip", "topk", "alpha", "is_clip", "adv_clip", "teacher", "ema_rate", "trust_region_mix", "dtype", "micro_batch_tokens", "grad_checkpointing")
 
 
 @app.command("solve")
@@ -228,6 +231,9 @@ def solve_cmd(
     ema_rate: EmaRateOpt = None,
     trust_region_mix: TrustRegionMixOpt = None,
     no_adv_clip: NoAdvClipOpt = False,
+    dtype: DtypeOpt = None,
+    micro_batch_tokens: MicroBatchTokensOpt = None,
+    grad_checkpointing: GradCheckpointingOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     as_json: JsonFlag = False,
 ):
@@ -317,6 +323,9 @@ def compare_cmd(
     ema_rate: EmaRateOpt = None,
     trust_region_mix: TrustRegionMixOpt = None,
     no_adv_clip: NoAdvClipOpt = False,
+    dtype: DtypeOpt = None,
+    micro_batch_tokens: MicroBatchTokensOpt = None,
+    grad_checkpointing: GradCheckpointingOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output and no tables.")] = False,
     as_json: JsonFlag = False,
 ):

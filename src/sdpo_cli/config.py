@@ -17,6 +17,7 @@ from .errors import ConfigError
 
 TEACHERS = ("ema", "trust-region", "base")
 BACKENDS = ("hf", "vllm", "scripted")
+DTYPES = ("auto", "fp32", "bf16")
 
 
 @dataclass
@@ -51,6 +52,11 @@ class SolveConfig:
     is_clip: float = 2.0
     adv_clip: float | None = 5.0
 
+    # --- speed and memory of the update (results are the same up to float rounding) ----------------
+    dtype: str = "auto"  # base weights: auto (bf16 where this GPU/CPU multiplies bf16 natively, else fp32), fp32, bf16
+    micro_batch_tokens: int | None = None  # padded tokens per update forward; None: 4096 on CPU, 16384 on CUDA
+    grad_checkpointing: bool = False  # recompute activations in backward: less memory for long responses, ~1.3x slower
+
     # --- teacher (SPEC §1.5) --------------------------------------------------------------------
     teacher: str = "ema"  # ema | trust-region | base
     ema_rate: float = 0.01  # paper TTT
@@ -65,6 +71,8 @@ class SolveConfig:
             out.batch_size = 16 if gpu else 8
         if out.max_new_tokens is None:
             out.max_new_tokens = 1024 if gpu else 192
+        if out.micro_batch_tokens is None:
+            out.micro_batch_tokens = 16384 if gpu else 4096
         return out
 
     def validate(self) -> "SolveConfig":
@@ -73,7 +81,7 @@ class SolveConfig:
         for name in pos:
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 errs.append(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(self, name)}")
-        for name in ("batch_size", "max_new_tokens"):
+        for name in ("batch_size", "max_new_tokens", "micro_batch_tokens"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 errs.append(f"--{name.replace('_', '-')}: must be >= 1, got {v}")
@@ -93,6 +101,8 @@ class SolveConfig:
             errs.append(f"--trust-region-mix: must be in [0, 1], got {self.trust_region_mix}")
         if self.teacher not in TEACHERS:
             errs.append(f"--teacher: {self.teacher!r} is not one of {', '.join(TEACHERS)}")
+        if self.dtype not in DTYPES:
+            errs.append(f"--dtype: {self.dtype!r} is not one of {', '.join(DTYPES)}")
         if self.backend not in BACKENDS:
             errs.append(f"--backend: {self.backend!r} is not one of {', '.join(BACKENDS)}")
         if self.lr <= 0 or self.is_clip <= 0 or self.grad_clip <= 0:

@@ -27,11 +27,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import contextlib
+
 import torch
-from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
-from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+from transformers import DynamicCache, GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers.generation.logits_process import (
+    MinNewTokensLengthLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from ..errors import ConfigError
+from ..model import merged_lora
 from . import Completion, SamplingParams, check_request
 
 if TYPE_CHECKING:
@@ -92,16 +99,42 @@ class HFSampler:
     Args:
         model: causal LM, usually the PeftModel being trained (its active adapter is used).
         tokenizer: the matching tokenizer (for EOS / pad ids and decoding).
+        merge: fold the active LoRA adapter into the base weights while generating (model.merged_lora).
+        share_prompt: run the prompt through the model once and copy its KV cache to the G rows.
+        min_new_tokens: EOS is banned before this many tokens (benchmarks use it to force lengths;
+            the recorded log-probs are then those of the distribution with EOS removed).
     """
 
     name = "hf"
 
-    def __init__(self, model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase") -> None:
+    def __init__(
+        self,
+        model: "PreTrainedModel",
+        tokenizer: "PreTrainedTokenizerBase",
+        *,
+        merge: bool = True,
+        share_prompt: bool = True,
+        min_new_tokens: int = 0,
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.eos_ids = _eos_ids(model, tokenizer)
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad) if pad is not None else self.eos_ids[0]
+        self.merge = merge
+        self.share_prompt = share_prompt
+        self.min_new_tokens = min_new_tokens
+
+    def _prompt_cache(self, prompt: torch.Tensor, n: int):
+        """KV cache of all prompt tokens but the last, computed once and repeated for the `n` rows
+        (`generate` then runs only the last prompt token and the new tokens). None for a 1-token prompt."""
+        if prompt.shape[1] < 2:
+            return None
+        cache = DynamicCache(config=self.model.config)
+        self.model(input_ids=prompt[:, :-1], past_key_values=cache, use_cache=True, logits_to_keep=1)
+        if n > 1:
+            cache.batch_repeat_interleave(n)
+        return cache
 
     def sample(
         self, prompt_ids: list[int], n: int, params: SamplingParams, adapter_dir: str | None = None
@@ -121,6 +154,7 @@ class HFSampler:
             produced within `max_new_tokens`.
         """
         check_request(prompt_ids, n, params)
+        device = next(self.model.parameters()).device
 
         greedy = params.temperature == 0
         processors = LogitsProcessorList()
@@ -129,6 +163,9 @@ class HFSampler:
                 processors.append(TemperatureLogitsWarper(params.temperature))
             if params.top_p < 1.0:
                 processors.append(TopPLogitsWarper(params.top_p))
+        if self.min_new_tokens:
+            processors.insert(0, MinNewTokensLengthLogitsProcessor(len(prompt_ids), self.min_new_tokens, self.eos_ids,
+                                                                  device=str(device)))
         recorder = _SampledTokenLogprobs()
         processors.append(recorder)
 
@@ -157,7 +194,6 @@ class HFSampler:
             output_scores=False,
         )
 
-        device = next(self.model.parameters()).device
         # G identical rows: same length, so no padding and no attention-mask subtleties.
         input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=device).repeat(n, 1)
         attention_mask = torch.ones_like(input_ids)
@@ -165,14 +201,17 @@ class HFSampler:
         was_training = self.model.training
         self.model.eval()  # no LoRA dropout while sampling
         fork_devices = [device.index or 0] if device.type == "cuda" else []
+        merged = merged_lora(self.model) if self.merge else contextlib.nullcontext()
         try:
-            with torch.no_grad(), torch.random.fork_rng(devices=fork_devices):
+            with torch.no_grad(), torch.random.fork_rng(devices=fork_devices), merged:
+                cache = self._prompt_cache(input_ids[:1], n) if self.share_prompt else None
                 torch.manual_seed(params.seed)  # seeds CPU and all CUDA generators
                 sequences = self.model.generate(
                     input_ids=input_ids,
                     attention_mask=attention_mask,
                     generation_config=gen_config,
                     logits_processor=processors,
+                    past_key_values=cache,
                 )
         finally:
             self.model.train(was_training)
