@@ -129,6 +129,27 @@ def test_batched_update_equals_one_sequence_at_a_time(peaked_model, budget):
         torch.testing.assert_close(p2, p1, atol=1e-3 * one.cfg.lr, rtol=0)
 
 
+def test_shared_prompt_prefixes_give_the_whole_row_loss_and_gradients(peaked_model):
+    whole, tok = _updater(peaked_model)
+    whole.share_prefixes = False
+    shared, _ = _updater(peaked_model)
+    s1, g1 = _update_with_grads(whole, tok)
+    s2, g2 = _update_with_grads(shared, tok)
+    assert s2["loss"] == pytest.approx(s1["loss"], rel=1e-5, abs=0)
+    assert s2["kl"] == pytest.approx(s1["kl"], rel=1e-5, abs=0)
+    scale = max(g.abs().max() for g in g1.values())
+    for name in g1:
+        torch.testing.assert_close(g2[name], g1[name], atol=1e-5 * float(scale), rtol=0)
+
+
+def test_common_prefix_len_leaves_every_row_a_token():
+    from sdpo_cli.update import _common_prefix_len
+
+    assert _common_prefix_len([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]]) == 2
+    assert _common_prefix_len([[1, 2, 3], [1, 2, 3, 4]]) == 2  # the shorter row keeps its last token
+    assert _common_prefix_len([[7, 1], [8, 1]]) == 0
+
+
 def test_gradient_checkpointing_recomputes_and_gives_the_same_gradients(peaked_model):
     plain, tok = _updater(peaked_model)
     ckpt, _ = _updater(peaked_model, grad_checkpointing=True)
@@ -138,8 +159,9 @@ def test_gradient_checkpointing_recomputes_and_gives_the_same_gradients(peaked_m
     s1, g1 = _update_with_grads(plain, tok)
     s2, g2 = _update_with_grads(ckpt, tok)
     hook.remove()
-    # teacher + student forward per micro-batch, plus one recompute of the student's layer in backward
-    assert len(calls) == 3 * s2["micro_batches"]
+    # the shared teacher prefix once, then per micro-batch: teacher forward, student forward (whole
+    # rows: no shared student prefix under checkpointing) and its recompute in backward
+    assert len(calls) == 1 + 3 * s2["micro_batches"]
     assert s2["loss"] == pytest.approx(s1["loss"], rel=1e-6)
     for name in g1:
         torch.testing.assert_close(g2[name], g1[name], atol=1e-7, rtol=1e-5)

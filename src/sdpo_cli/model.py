@@ -354,6 +354,19 @@ def auto_dtype(device: str) -> "torch.dtype":
     return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
 
 
+def attention_for(device: str, dtype: "torch.dtype") -> str:
+    """The attention implementation for this device and dtype.
+
+    "sdpa" (torch's fused kernels) everywhere but bf16 on CPU, where torch's CPU flash-attention kernel
+    is slower than plain matmul + softmax ("eager"): measured per 8-row decode step 111 ms (sdpa) vs
+    89 ms (eager), and per forward + backward of a 313-token sequence ~10% less CPU time with eager.
+    Eager keeps each layer's (heads, L, L) attention weights for backward: fine at CPU lengths.
+    """
+    import torch
+
+    return "eager" if device.startswith("cpu") and dtype == torch.bfloat16 else "sdpa"
+
+
 def _resolve_dtype(dtype: Any, device: str) -> "torch.dtype":
     import torch
 
@@ -392,7 +405,8 @@ def load_model(
     torch_dtype = _resolve_dtype(dtype, device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, local_files_only=True,
+                                                     attn_implementation=attention_for(device, torch_dtype))
     except OSError as e:  # missing files in a directory or an incomplete cache entry
         raise ConfigError(f"--model {name}: could not load from {source}: {e}".splitlines()[0]) from e
     if tokenizer.pad_token_id is None:
@@ -454,12 +468,13 @@ def forward_logits(
     attention_mask: "torch.Tensor",
     *,
     logits_to_keep: int = 0,
+    prefix: "list[tuple[torch.Tensor, torch.Tensor]] | None" = None,
 ) -> "torch.Tensor":
-    """Logits of a (possibly left-padded) batch, with position ids recomputed from the mask.
+    """Logits of a (possibly padded) batch, with position ids recomputed from the mask.
 
     Left-padded rows get positions 0, 1, ... starting at their first real token, as verl does for
-    teacher prompts (SPEC §5 "Token alignment"), so a padded row scores like the same row unpadded.
-    Use this for the student and the teacher alike so both see identical positions.
+    teacher prompts, so a padded row scores like the same row unpadded. Use this for the student and
+    the teacher alike so both see identical positions.
 
     Args:
         model: causal LM (plain or PeftModel).
@@ -467,19 +482,49 @@ def forward_logits(
         attention_mask: (B, L) 1 for real tokens, 0 for padding.
         logits_to_keep: if > 0, only the last `logits_to_keep` positions go through the LM head
             (saves a (B, L, V) tensor when only response positions are needed).
+        prefix: key/value tensors of C tokens that every row continues (`prefix_kv`, batch 1, computed
+            under the same weights); the rows then hold only what follows them, and positions start at C.
+            Gradients flow into the prefix tensors if they require grad.
 
     Returns:
         (B, L, V) logits, or (B, logits_to_keep, V); dtype of the model.
     """
-    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    import torch
+
+    past = None
+    if prefix:
+        from transformers import DynamicCache
+
+        b = input_ids.shape[0]
+        c = prefix[0][0].shape[-2]
+        past = DynamicCache(ddp_cache_data=[(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in prefix],
+                            config=model.config)
+        attention_mask = torch.cat([attention_mask.new_ones(b, c), attention_mask], dim=1)
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
     out = model(
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids,
-        use_cache=False,
+        past_key_values=past,
+        use_cache=past is not None,
         logits_to_keep=logits_to_keep,
     )
     return out.logits
+
+
+def prefix_kv(model: "torch.nn.Module", prefix_ids: list[int]) -> "list[tuple[torch.Tensor, torch.Tensor]]":
+    """Per layer, the (1, heads, C, head_dim) key and value tensors of running `prefix_ids` through
+    `model`, for `forward_logits(..., prefix=...)`. Runs with gradients if the caller has them enabled
+    (the tensors then carry the graph back to the weights). Not for models with sliding-window layers
+    shorter than the prefix (the cache would keep only the window)."""
+    import torch
+    from transformers import DynamicCache
+
+    device = next(model.parameters()).device
+    cache = DynamicCache(config=model.config)
+    ids = torch.tensor([prefix_ids], device=device)
+    model(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache, use_cache=True, logits_to_keep=1)
+    return [(k, v) for k, v, *_ in cache]
 
 
 # ---------------------------------------------------------------------------------------------------

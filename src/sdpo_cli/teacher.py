@@ -30,13 +30,14 @@ the loss (loss.py).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .errors import ConfigError, RunError
-from .model import STUDENT_ADAPTER, forward_logits
+from .model import STUDENT_ADAPTER, forward_logits, prefix_kv
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -133,46 +134,75 @@ class Teacher:
             for t in self._teacher.values():
                 t.requires_grad_(False)
 
-    def _forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int
-    ) -> torch.Tensor:
-        return forward_logits(self.model, input_ids, attention_mask, logits_to_keep=logits_to_keep)
+    # Which weights each kind reads: "teacher" = the EMA adapter, "base" = adapters disabled,
+    # "student" = the live student adapter (no grad).
+    _WEIGHTS = {"ema": ("teacher",), "base": ("base",), "trust-region": ("base", "student")}
+
+    @contextlib.contextmanager
+    def _weights(self, which: str):
+        if which == "base":
+            with self.model.disable_adapter():
+                yield
+        elif which == "teacher":
+            # inference_mode=True freezes every adapter while the teacher's is active.
+            self.model.set_adapter(TEACHER_ADAPTER, inference_mode=True)
+            try:
+                yield
+            finally:
+                # Re-activates the student AND makes it trainable; freezes the teacher.
+                self.model.set_adapter(STUDENT_ADAPTER)
+        else:
+            yield
+
+    @contextlib.contextmanager
+    def _eval(self):
+        was_training = self.model.training
+        self.model.eval()  # deterministic teacher: no LoRA dropout
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            self.model.train(was_training)
+
+    def prefix(self, prefix_ids: list[int]) -> dict[str, list]:
+        """Key/value tensors of a prefix shared by the next `logits` calls' rows, under the teacher's
+        weights (one set per weight setting the kind reads). Valid until the weights change."""
+        with self._eval():
+            out = {}
+            for which in self._WEIGHTS[self.kind]:
+                with self._weights(which):
+                    out[which] = prefix_kv(self.model, prefix_ids)
+            return out
 
     def logits(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, logits_to_keep: int = 0
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        *,
+        logits_to_keep: int = 0,
+        prefix: dict[str, list] | None = None,
     ) -> torch.Tensor:
         """Teacher logits on (left-padded) teacher prompts + the student's sampled response tokens.
 
         Args:
-            input_ids: (B, L) teacher-prompt + response token ids.
+            input_ids: (B, L) teacher-prompt + response token ids (after `prefix`, if given).
             attention_mask: (B, L) 1 for real tokens, 0 for padding.
             logits_to_keep: if > 0, return only the last `logits_to_keep` positions.
+            prefix: from `prefix(ids)`: every row continues these tokens.
 
         Returns:
             (B, L, V) or (B, logits_to_keep, V) logits, no grad (model dtype; trust-region in
             float32 so the lerp of two close tensors keeps its precision).
         """
-        was_training = self.model.training
-        self.model.eval()  # deterministic teacher: no LoRA dropout
-        try:
-            with torch.no_grad():
-                if self.kind == "base":
-                    with self.model.disable_adapter():
-                        return self._forward(input_ids, attention_mask, logits_to_keep)
-                if self.kind == "trust-region":
-                    with self.model.disable_adapter():
-                        base = self._forward(input_ids, attention_mask, logits_to_keep).float()
-                    student = self._forward(input_ids, attention_mask, logits_to_keep).float()
-                    return torch.lerp(base, student, self.mix)
-                # ema: run with the teacher adapter, frozen (inference_mode=True freezes all).
-                self.model.set_adapter(TEACHER_ADAPTER, inference_mode=True)
-                try:
-                    return self._forward(input_ids, attention_mask, logits_to_keep)
-                finally:
-                    # Re-activates the student AND makes it trainable; freezes the teacher.
-                    self.model.set_adapter(STUDENT_ADAPTER)
-        finally:
-            self.model.train(was_training)
+        with self._eval():
+            out = {}
+            for which in self._WEIGHTS[self.kind]:
+                with self._weights(which):
+                    out[which] = forward_logits(self.model, input_ids, attention_mask, logits_to_keep=logits_to_keep,
+                                                prefix=prefix[which] if prefix else None)
+            if self.kind == "trust-region":
+                return torch.lerp(out["base"].float(), out["student"].float(), self.mix)
+            return out[self._WEIGHTS[self.kind][0]]
 
     def update(self) -> None:
         """One EMA step towards the student (kind "ema"; no-op otherwise).
