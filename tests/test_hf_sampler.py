@@ -306,3 +306,41 @@ def test_min_new_tokens_forces_the_length(tiny_model, prompt_ids):
     model = _eos_biased_model(base, tok, 8.0)  # p(EOS) ~ 0.9 per step without the ban
     out = HFSampler(model, tok, min_new_tokens=6).sample(prompt_ids, 4, SamplingParams(max_new_tokens=10, seed=0))
     assert all(len(c.token_ids) >= 6 and tok.eos_token_id not in c.token_ids[:6] for c in out)
+
+
+def test_inside_disable_adapter_the_sampler_samples_the_base_model(tiny_model, prompt_ids):
+    model, tok = tiny_model
+    peft_model = _adapted(model)
+    params = SamplingParams(max_new_tokens=8, seed=3)
+    with peft_model.disable_adapter():
+        got = HFSampler(peft_model, tok).sample(prompt_ids, 2, params)
+    want = HFSampler(model, tok).sample(prompt_ids, 2, params)  # the plain base model
+    assert [c.token_ids for c in got] == [c.token_ids for c in want]
+    for a, b in zip(got, want):
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5, rtol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("keep", ["device", "host"])
+def test_cuda_merged_sampling_keeps_weights_and_matches_the_adapter(tiny_model, prompt_ids, dtype, keep, monkeypatch):
+    import sdpo_cli.sampling.hf as hf_mod
+    from sdpo_cli.model import merged_lora
+
+    model, tok = tiny_model
+    peft_model = _adapted(model, dtype=dtype).to("cuda")
+    before = {n: p.detach().clone() for n, p in peft_model.named_parameters()}
+    monkeypatch.setattr(hf_mod, "merged_lora", lambda m: merged_lora(m, keep=keep))
+    sampler = HFSampler(peft_model, tok)
+    for seed in range(10):
+        out = sampler.sample(prompt_ids, 2, SamplingParams(max_new_tokens=6, seed=seed))
+    assert all(torch.equal(p, before[n]) for n, p in peft_model.named_parameters())
+    peft_model.eval()
+    for c in out:
+        ids = torch.tensor([prompt_ids + c.token_ids], device="cuda")
+        with torch.no_grad():
+            logits = peft_model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1].float()
+        want = torch.log_softmax(logits, -1).gather(1, torch.tensor(c.token_ids, device="cuda")[:, None]).squeeze(1)
+        tol = 1e-4 if dtype == torch.float32 else 3e-2
+        torch.testing.assert_close(torch.tensor(c.logprobs), want.cpu(), atol=tol, rtol=0)

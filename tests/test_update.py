@@ -83,6 +83,7 @@ def _attempts(tok):
 def _updater(peaked_model, *, dtype=torch.float32, lora_seed=1, **cfg):
     model, tok = peaked_model
     model = copy.deepcopy(model).to(dtype)
+    device = cfg.get("device", "cpu")
     torch.manual_seed(0)
     peft = attach_lora(model, rank=4, alpha=8)
     with torch.no_grad():  # a non-zero student adapter, so the LoRA path carries gradient everywhere
@@ -90,8 +91,8 @@ def _updater(peaked_model, *, dtype=torch.float32, lora_seed=1, **cfg):
         for n, p in peft.named_parameters():
             if "lora_B" in n and ".default." in n:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
-    base = dict(lora_rank=4, lora_alpha=8, lr=1e-2, grad_clip=1e9, device="cpu")
-    cfg = SolveConfig(**{**base, **cfg}).resolve("cpu")
+    base = dict(lora_rank=4, lora_alpha=8, lr=1e-2, grad_clip=1e9, device=device)
+    cfg = SolveConfig(**{**base, **cfg}).resolve(device)
     return SDPOUpdater(peft, tok, cfg, rollout_correction=True), tok
 
 
@@ -195,4 +196,43 @@ def test_repeated_updates_lower_the_loss(peaked_model, dtype):
     upd, tok = _updater(peaked_model, dtype=dtype, lr=3e-3)
     attempts = _attempts(tok)
     losses = [_update_with_grads(upd, tok, attempts)[0]["loss"] for _ in range(6)]
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+# --------------------------------------------------------------------------------------------------
+# CUDA (scripts/gpu_check.sh runs these; skipped without a GPU)
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _on_cuda(peaked_model):
+    model, tok = peaked_model
+    return copy.deepcopy(model).to("cuda"), tok
+
+
+@pytest.mark.gpu
+@cuda
+def test_cuda_batched_update_equals_one_sequence_at_a_time(peaked_model):
+    model = _on_cuda(peaked_model)
+    one, tok = _updater(model, micro_batch_tokens=1, device="cuda")
+    many, _ = _updater(model, micro_batch_tokens=100_000, device="cuda")
+    s1, g1 = _update_with_grads(one, tok)
+    s2, g2 = _update_with_grads(many, tok)
+    assert s2["micro_batches"] == 1 and s1["micro_batches"] == 4
+    assert s2["loss"] == pytest.approx(s1["loss"], rel=1e-4)
+    scale = max(g.abs().max() for g in g1.values())
+    for name in g1:
+        torch.testing.assert_close(g2[name], g1[name], atol=1e-4 * float(scale), rtol=0)
+
+
+@pytest.mark.gpu
+@cuda
+def test_cuda_bf16_update_tracks_fp32_and_lowers_the_loss(peaked_model):
+    model = _on_cuda(peaked_model)
+    f32, tok = _updater(model, device="cuda")
+    b16, _ = _updater(model, dtype=torch.bfloat16, device="cuda", lr=3e-3)
+    assert b16.params[0].device.type == "cuda" and b16.autocast_dtype == torch.bfloat16
+    s32, _ = _update_with_grads(f32, tok)
+    losses = [_update_with_grads(b16, tok)[0]["loss"] for _ in range(6)]
+    assert losses[0] == pytest.approx(s32["loss"], rel=0.05)
     assert losses[-1] < 0.8 * losses[0], losses

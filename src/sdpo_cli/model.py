@@ -643,7 +643,7 @@ def merged_lora(model: "torch.nn.Module", *, keep: str = "auto"):
     import torch
 
     layers = _lora_linears(model) if hasattr(model, "disable_adapter") else None
-    if not layers:
+    if not layers or any(layer.disable_adapters for layer in layers):  # no LoRA, or already the base model
         yield model
         return
     active = list(model.active_adapters)
