@@ -181,7 +181,7 @@ EmaRateOpt = Annotated[Optional[float], _opt("EMA teacher rate. [default: 0.01]"
 TrustRegionMixOpt = Annotated[Optional[float], _opt("Trust-region teacher: weight of the student logits. [default: 0.5]")]
 NoAdvClipOpt = Annotated[bool, typer.Option("--no-adv-clip", help="Disable the advantage clip.")]
 DtypeOpt = Annotated[Optional[str], _opt("Base-weight dtype: auto (bf16 where the GPU/CPU multiplies bf16 natively, else fp32), fp32 or bf16. LoRA, optimiser and loss stay fp32. [default: auto]")]
-MicroBatchTokensOpt = Annotated[Optional[int], _opt("Padded tokens per forward pass of the update (sequences are batched up to this). [default: 384 CPU, 16384 CUDA]")]
+MicroBatchTokensOpt = Annotated[Optional[int], _opt("Padded tokens per forward pass of the update (sequences are batched up to this). [default: 384 CPU, 4096 CUDA]")]
 GradCheckpointingOpt = Annotated[Optional[bool], typer.Option("--grad-checkpointing/--no-grad-checkpointing", help="Recompute activations in backward: less memory for long responses, slower. [default: off]")]
 
 
