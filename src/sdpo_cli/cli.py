@@ -455,6 +455,23 @@ def import_euler_cmd(out: OutOpt, ids: IdsOpt = None, limit: LimitOpt = None, ch
 
 
 # --------------------------------------------------------------------------------------------------
+# show: one run in the terminal (src/sdpo_cli/show.py)
+
+
+@app.command("show")
+def show_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (or a folder of runs: one line per run).")],
+    last: Annotated[int, typer.Option("--last", help="Failing attempts to show, the latest ones, with their feedback.")] = 3,
+    steps: Annotated[int, typer.Option("--steps", help="Steps to show in the table, the latest ones (0: all).")] = 20,
+    as_json: JsonFlag = False,
+):
+    """Print a run: summary, step table, and the last failing attempts with their feedback (no model, no torch)."""
+    from .show import show
+
+    show(run_dir, last=last, steps=steps, as_json=as_json)
+
+
+# --------------------------------------------------------------------------------------------------
 
 
 def main() -> None:

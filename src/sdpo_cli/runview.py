@@ -131,11 +131,11 @@ class RunView:
         """One line: how the run ended."""
         used, budget = self.attempts_used, self.budget
         of = f" of {budget}" if budget else ""
+        c = (self.summary or {}).get("n_correct")
+        if self.method == "best-of-k" and isinstance(c, int) and self.status in ("solved", "exhausted"):
+            return f"{c} of {used} samples correct"
         if self.status == "solved":
             d = self.discovery_index
-            if self.method == "best-of-k":
-                c = (self.summary or {}).get("n_correct")
-                return f"{c} of {used} samples correct" if c is not None else f"solved ({used} samples)"
             return f"solved at attempt {d}{of}" if d else f"solved ({used} attempts{of})"
         if self.status == "exhausted":
             return f"not solved in {used} attempts{of}"
