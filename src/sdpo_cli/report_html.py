@@ -23,7 +23,7 @@ come from this module (ids are run-N, not directory names).
 Size, for comparisons with thousands of attempts: per run the first KEEP successes and the last
 KEEP failures are embedded (runview.KEEP = 20), each text capped at MAX_CHARS characters (head and
 tail kept, the middle elided with a note); attempts.jsonl and `sdpo show` have the rest. The step
-curves are one PNG per run (20-40 kB). bench/bench_report_html.py: 44 runs of 256 attempts with
+curves are one PNG per run (20-60 kB). bench/bench_report_html.py: 44 runs of 256 attempts with
 3000-character replies give a 5.5 MB page, about 0.2 s per run to draw on a 2-core CPU.
 
 Does not own: the numbers (report.py), reading runs (runview.py). Never imports torch.
