@@ -144,3 +144,13 @@ def test_show_bad_path_is_one_line_and_exit_2(tmp_path, make):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and "run directory" in lines[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_show_never_imports_torch(sdpo_run):
+    code = ("import sys\nfrom sdpo_cli.cli import app\n"
+            "try:\n    app(['show', sys.argv[1]])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "print('HEAVY', sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules), file=sys.stderr)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(sdpo_run.path)], capture_output=True, text=True, cwd=ROOT,
+                       env={**os.environ, "COLUMNS": "120"}, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "HEAVY []" in r.stderr and "solved at attempt 10 of 12" in r.stdout
