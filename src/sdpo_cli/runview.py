@@ -10,10 +10,11 @@ config). Nothing here raises on such a directory; what could not be read becomes
 attempts.jsonl is streamed, so a run with thousands of long replies is never held in memory.
 
 The SDPO teacher prompt is not stored: it is a pure function of the problem statement and the
-attempt's feedback, `feedback.reprompt(problem.prompt, feedback=...)` (plus the problem's system
-message, kept as in trainer.teacher_messages). Test-time SDPO stops at the first success, so a
-step that was distilled had no successful attempt to use as a demonstration, and every attempt in
-it was taught with its own feedback; an attempt whose feedback is empty had no teacher signal.
+attempt's feedback, `feedback.reprompt(problem.prompt, feedback=...)`, under the problem's system
+message if it has one (SDPO's teacher_messages keeps it). Test-time SDPO stops at the first
+success, so a step that was distilled had no successful attempt to use as a demonstration, and
+every attempt in it was taught with its own feedback; an attempt whose feedback is empty had no
+teacher signal.
 The prompt is therefore reconstructed, not read back.
 
 Does not own: the run format (runs.py, trainer.py, baselines.py) or rendering (show.py,
