@@ -343,13 +343,14 @@ def compare_cmd(
 def report_cmd(
     directory: Annotated[Path, typer.Argument(help="Comparison directory (or any folder of run directories).")],
     levels: Annotated[str, typer.Option("--levels", help="Discovery levels for 'attempts to reach p', e.g. 0.25,0.5 or 25%,50%.")] = "0.25,0.5,0.75",
-    out: Annotated[Optional[Path], typer.Option("--out", help="Where to write report.json, curves.csv and the plots. [default: DIRECTORY]")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Where to write report.json, curves.csv, the plots and report.html. [default: DIRECTORY]")] = None,
+    html: Annotated[bool, typer.Option("--html/--no-html", help="Also write report.html: curves, tables, every run's step curves and attempts, in one offline page.")] = True,
     as_json: JsonFlag = False,
 ):
-    """Re-render discovery@k tables and plots from saved runs (no model, no torch)."""
+    """Re-render discovery@k tables, plots and report.html from saved runs (no model, no torch)."""
     from .report import parse_levels, report_dir
 
-    report = report_dir(directory, levels=parse_levels(levels), out=out)
+    report = report_dir(directory, levels=parse_levels(levels), out=out, html=html)
     if as_json:
         print(json.dumps(report))
 
@@ -451,6 +452,23 @@ def import_euler_cmd(out: OutOpt, ids: IdsOpt = None, limit: LimitOpt = None, ch
     from .importers import euler
 
     _finish_import(euler.load(ids, limit=limit), out, check=check, as_json=as_json)
+
+
+# --------------------------------------------------------------------------------------------------
+# show: one run in the terminal (src/sdpo_cli/show.py)
+
+
+@app.command("show")
+def show_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (or a folder of runs: one line per run).")],
+    last: Annotated[int, typer.Option("--last", help="Failing attempts to show, the latest ones, with their feedback.")] = 3,
+    steps: Annotated[int, typer.Option("--steps", help="Steps to show in the table, the latest ones (0: all).")] = 20,
+    as_json: JsonFlag = False,
+):
+    """Print a run: summary, step table, and the last failing attempts with their feedback (no model, no torch)."""
+    from .show import show
+
+    show(run_dir, last=last, steps=steps, as_json=as_json)
 
 
 # --------------------------------------------------------------------------------------------------
