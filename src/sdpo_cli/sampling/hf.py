@@ -95,6 +95,7 @@ class HFSampler:
     """
 
     name = "hf"
+    rollout_correction = False  # the trainer's own model samples: nothing to correct
 
     def __init__(self, model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase") -> None:
         self.model = model
@@ -102,6 +103,10 @@ class HFSampler:
         self.eos_ids = _eos_ids(model, tokenizer)
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad) if pad is not None else self.eos_ids[0]
+
+    def after_update(self, model, directory) -> dict:
+        """Nothing to do: `sample` runs the live model, which already holds the updated adapter."""
+        return {}
 
     def sample(
         self, prompt_ids: list[int], n: int, params: SamplingParams, adapter_dir: str | None = None

@@ -376,6 +376,10 @@ class VLLMSampler:
             )
         return completions
 
+    def for_run(self, adapter_dir: str | None = None) -> "VLLMRun":
+        """The Sampler one run uses: the base model until the first update, then each saved adapter."""
+        return VLLMRun(self, adapter_dir)
+
     def close(self) -> None:
         """Shut the engine's child processes down. Idempotent; `sample` raises RunError afterwards."""
         llm, self._llm = self._llm, None
@@ -393,6 +397,41 @@ class VLLMSampler:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+KEEP_ADAPTERS = 3  # adapter directories kept per run; older ones are deleted (never served again)
+
+
+class VLLMRun:
+    """One run's view of a shared engine (the `Sampler` protocol).
+
+    `after_update` saves the student adapter to a NEW directory (`<run>/adapters/step-N`), which the
+    next `sample` serves under a new LoRA name and id; only the last `KEEP_ADAPTERS` directories stay
+    on disk. `rollout_correction` is True: vLLM's numerics differ from the trainer's, so the loss
+    weights each token by min(p_trainer / p_vllm, is_clip).
+    """
+
+    name = "vllm"
+    rollout_correction = True
+
+    def __init__(self, engine: VLLMSampler, adapter_dir: str | None = None) -> None:
+        self.engine = engine
+        self.adapter_dir = adapter_dir  # None: the base model (the first step)
+
+    def sample(self, prompt_ids: list[int], n: int, params: SamplingParams) -> list[Completion]:
+        return self.engine.sample(prompt_ids, n, params, adapter_dir=self.adapter_dir)
+
+    def after_update(self, model, directory) -> dict:
+        import shutil
+
+        from ..model import save_adapter
+
+        directory = Path(directory)
+        self.adapter_dir = str(save_adapter(model, directory))
+        steps = sorted(directory.parent.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+        for old in steps[:-KEEP_ADAPTERS]:
+            shutil.rmtree(old, ignore_errors=True)
+        return {"adapter_dir": self.adapter_dir}
 
 
 def _first_line(e: BaseException) -> str:
