@@ -21,7 +21,7 @@ from sdpo_cli.model import attach_lora, configure_threads, encode_chat, load_mod
 from sdpo_cli.problem import load_problem
 from sdpo_cli.sampling import SamplingParams
 from sdpo_cli.sampling.hf import HFSampler
-from sdpo_cli.trainer import SDPOUpdater
+from sdpo_cli.update import SDPOUpdater
 
 
 def main():

@@ -20,7 +20,8 @@ from sdpo_cli.problem import Problem
 from sdpo_cli.runs import RunDir
 from sdpo_cli.sampling import Completion, SamplingParams
 from sdpo_cli.sampling.hf import HFSampler
-from sdpo_cli.trainer import SDPOUpdater, Session, solve, teacher_messages
+from sdpo_cli.trainer import Session, solve
+from sdpo_cli.update import SDPOUpdater, teacher_messages
 from sdpo_cli.verify import Verdict
 
 ROOT = Path(__file__).resolve().parents[1]
