@@ -113,3 +113,14 @@ def write_solution(run, problem, attempt: Attempt) -> None:
     """solution.py for code problems (the graded code block), solution.txt otherwise."""
     ext = "py" if problem.kind in ("stdio", "function") else "txt"
     run.write_solution(attempt.verdict.answer or attempt.completion.text, ext)
+
+
+def mark_interrupted(run, problem, cfg, method: str, **extra) -> None:
+    """Write an "interrupted" summary from the last checkpoint (what a resume continues from), unless
+    the run already finished. Every method calls it when it is stopped (Ctrl-C, a closed generator)."""
+    if (run.summary() or {}).get("status") in ("solved", "exhausted"):
+        return
+    ck = run.checkpoint() or {}
+    run.write_summary(summary(problem, cfg, run, method, "interrupted", solved_at=None,
+                              used=ck.get("attempts_used", 0), best=ck.get("best_passed", 0),
+                              wall=ck.get("wall_s", 0.0), **extra))

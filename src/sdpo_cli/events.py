@@ -7,7 +7,8 @@ them live, as plain lines or as JSON. They are plain data so they pickle across 
     Start  a job began or resumed (its run directory, where it starts from)
     Step   one step / batch / turn finished (the steps.jsonl record, plus the budget)
     Done   the job finished; `summary` is its summary.json
-    Error  the job could not go on; the run is saved and resumable unless `fatal` says otherwise
+    Error  the job could not go on; the run is saved and resumable unless `resumable` says otherwise
+    Note   a line about the plan itself (a model load, a retried worker)
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ class Start:
     batch_size: int
     n_tests: int
     resumed: bool
-    worker: str = ""  # where it runs: "" in-process, else e.g. "ray pid 1234 on 127.0.0.1"
+    worker: str = ""  # where it runs: "" in-process, else e.g. "ray worker pid 1234 on 127.0.0.1"
+    worker_pid: int = 0  # that worker's process id (0 in-process)
 
 
 @dataclass
@@ -74,4 +76,9 @@ class Error:
     extra: dict = field(default_factory=dict)
 
 
-Event = Start | Step | Done | Error
+@dataclass
+class Note:
+    text: str
+
+
+Event = Start | Step | Done | Error | Note
