@@ -159,20 +159,16 @@ def with_knobs(fn):
     import functools
     import inspect
 
-    from .config import FIELD_NAMES, OFF_FLAGS, SolveConfig
+    from .config import FIELD_NAMES, KNOBS, OFF_FLAGS
 
     sig = inspect.signature(fn, eval_str=True)
     own = [p for p in sig.parameters.values() if p.name != "knobs"]
     extra = []
-    for name, field in SolveConfig.model_fields.items():
-        text = field.description or ""
-        if "[default" not in text and field.default is not None:
-            text += f" [default: {field.default}]"
-        flag = "--" + name.replace("_", "-")
-        typ = next((t for t in (bool, int, float) if t.__name__ in str(field.annotation)), str)  # Literal: str
-        decls = [f"{flag}/--no-{flag[2:]}"] if typ is bool else [flag]
-        extra.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
-                                       annotation=Annotated[Optional[typ], typer.Option(*decls, help=text)]))
+    for k in KNOBS:
+        text = k.help if "[default" in k.help or k.default is None else f"{k.help} [default: {k.default}]"
+        decls = [f"{k.flag}/--no-{k.flag[2:]}"] if k.type is bool else [k.flag]
+        extra.append(inspect.Parameter(k.name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                       annotation=Annotated[Optional[k.type], typer.Option(*decls, help=text)]))
     for name, flag in OFF_FLAGS.items():
         extra.append(inspect.Parameter(f"off_{name}", inspect.Parameter.KEYWORD_ONLY, default=False,
                                        annotation=Annotated[bool, typer.Option(flag, help=f"Turn off --{name.replace('_', '-')}.")]))
