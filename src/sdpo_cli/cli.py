@@ -525,19 +525,20 @@ def _bare_flag(argv: list[str], flag: str, value: str) -> list[str]:
 def main() -> None:
     """Console-script entry point: one line and exit 2 for bad input (flags or files), the error's own
     exit code for SdpoError, 130 for Ctrl-C. SDPO_DEBUG=1 shows tracebacks instead."""
-    import click
+    from typer.exceptions import Abort, Exit, TyperException
 
     try:
         code = app(args=_bare_flag(sys.argv[1:], "--ray", "local"), standalone_mode=False)
-    except click.exceptions.Exit as e:
+    except Exit as e:
         code = e.exit_code
-    except click.ClickException as e:  # a usage error: unknown option, a value of the wrong type, ...
+    except TyperException as e:  # a usage error: unknown option or command, a value of the wrong type, ...
         if os.environ.get("SDPO_DEBUG"):
             raise
-        where = f"{e.ctx.command_path}: " if getattr(e, "ctx", None) is not None else ""
+        ctx = getattr(e, "ctx", None)
+        where = f"{ctx.command_path}: " if ctx is not None else ""
         console.error(f"Error: {where}{console.safe(e.format_message())} (see --help)".replace("\n", " "))
-        code = e.exit_code
-    except click.exceptions.Abort:
+        code = 2 if e.exit_code == 1 else e.exit_code  # every usage error is bad input
+    except Abort:
         console.error("Interrupted.")
         code = 130
     except SdpoError as e:
