@@ -180,7 +180,9 @@ def test_prepare_validates_before_writing(tmp_path, compared):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
-def test_plan_runs_best_of_k_once_then_seed_by_seed(tmp_path):
+def test_plan_runs_problem_by_problem_with_multi_turn_seeds_together(tmp_path):
+    from sdpo_cli.runner import group_jobs
+
     cfg = fill_auto(make_config(dict(budget=4, device="cpu")))
     out, spec, problems = prepare([ROOT / "problems/answer_arith.yaml", ROOT / "problems/function_two_sum.yaml"],
                                   out=tmp_path / "c", resume=False, baselines=["multi-turn"], seeds=2, samples=None,
@@ -188,8 +190,11 @@ def test_plan_runs_best_of_k_once_then_seed_by_seed(tmp_path):
     assert spec["methods"] == ["sdpo", "multi-turn"] and spec["samples"] == 4 and spec["seeds"] == [0, 1]
     jobs, finished = plan_jobs(out, spec, problems)
     assert finished == 0 and [j.key for j in jobs] == [
-        ("answer-apples", "sdpo", 0), ("answer-apples", "multi-turn", 0),
-        ("function-two-sum", "sdpo", 0), ("function-two-sum", "multi-turn", 0),
-        ("answer-apples", "sdpo", 1), ("answer-apples", "multi-turn", 1),
-        ("function-two-sum", "sdpo", 1), ("function-two-sum", "multi-turn", 1)]
+        ("answer-apples", "multi-turn", 0), ("answer-apples", "multi-turn", 1),
+        ("answer-apples", "sdpo", 0), ("answer-apples", "sdpo", 1),
+        ("function-two-sum", "multi-turn", 0), ("function-two-sum", "multi-turn", 1),
+        ("function-two-sum", "sdpo", 0), ("function-two-sum", "sdpo", 1)]
+    # Multi-turn chains of one problem run as one batched unit; everything else alone.
+    assert [[tuple(j.key) for j in g] for g in group_jobs(jobs)][:2] == [
+        [("answer-apples", "multi-turn", 0), ("answer-apples", "multi-turn", 1)], [("answer-apples", "sdpo", 0)]]
     assert not list((out / "runs").iterdir())

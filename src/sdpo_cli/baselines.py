@@ -36,13 +36,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
-from .attempt import attempt_batch, batch_seed, batch_stats, mark_interrupted, summary, write_solution
+from .attempt import Attempt, batch_seed, batch_stats, mark_interrupted, summary, verify_completions, write_solution
 from .errors import ConfigError, RunError
 from .events import Done, JobKey, Start, Step
 from .feedback import multiturn_prompt, multiturn_prompt_attempt_and_feedback, trim_window
 from .runs import RunDir
-from .sampling import SamplingParams
+from .sampling import SampleRequest, SamplingParams, sample_batched
 
 VARIANTS = ("feedback_only", "attempt_and_feedback")
 
@@ -75,6 +76,10 @@ def best_of_k(problem, cfg, session, run: RunDir, n_samples: int | None = None, 
     unbiased pass@k estimator 1 - C(n-c, k) / C(n, k) (Chen et al. 2021) from n samples with c
     correct. So it does NOT stop at the first success: report.py needs n and c.
 
+    Samples come in batches of `cfg.batch_size`, each with its own seed (attempt.batch_seed) and its own
+    step record. Up to `cfg.max_batch` rows of several batches are sampled in one call (each batch still
+    draws with its own seed, so the attempts are the same as one batch at a time).
+
     Args:
         problem: the Problem.
         cfg: the job's SolveConfig (budget, batch size, sampling settings, seed).
@@ -100,33 +105,47 @@ def best_of_k(problem, cfg, session, run: RunDir, n_samples: int | None = None, 
     correct = ck["n_correct"] if ck else 0
     first = ck["first_success"] if ck else None
     sampler = session.sampler(model, attempts_done=used, checkpoint=ck)
+    per_call = max(1, (cfg.max_batch or cfg.batch_size) // cfg.batch_size)  # batches sampled together
     yield Start(job, str(run.path), n_total, used, step, cfg.batch_size, problem.n_tests, bool(ck))
     try:
         while used < n_total:
-            t_step = time.perf_counter()
-            n = min(cfg.batch_size, n_total - used)
-            params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                                    seed=batch_seed(method, cfg.seed, step))
-            attempts, t_sample, t_verify = attempt_batch(sampler, problem, prompt_ids, n, params, step=step,
-                                                         first_number=used + 1)
-            run.append_attempts([a.record() for a in attempts])
-            stats = batch_stats(attempts)
-            best = max(best, stats["best_passed"])
-            correct += stats["n_passed"]
-            winner = next((a for a in attempts if a.passed), None)
-            if first is None and winner is not None:
-                first = winner.number
-                write_solution(run, problem, winner)
-            used += n
-            rec = {"step": step, "attempts_used": used, **stats, "best_so_far": best, "n_tests": problem.n_tests,
-                   "n_correct": correct, "time_sample_s": t_sample, "time_verify_s": t_verify,
-                   "time_step_s": time.perf_counter() - t_step}
-            wall += rec["time_step_s"]
-            run.append_step(rec)
-            run.commit_step(step, {"attempts_used": used, "best_passed": best, "wall_s": wall, "n_correct": correct,
-                                   "first_success": first})
-            yield Step(job, rec, n_total)
-            step += 1
+            t_call = time.perf_counter()
+            sizes = []
+            for _ in range(per_call):
+                n = min(cfg.batch_size, n_total - used - sum(sizes))
+                if n > 0:
+                    sizes.append(n)
+            requests = [SampleRequest(prompt_ids, n, SamplingParams(
+                temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
+                seed=batch_seed(method, cfg.seed, step + i))) for i, n in enumerate(sizes)]
+            outputs = sampler.sample_many(requests)
+            t_sample = time.perf_counter() - t_call
+            flat = [c for cs in outputs for c in cs]
+            attempts, t_verify = verify_completions(problem, flat, step=step, first_number=used + 1,
+                                                    sample_s=t_sample / len(flat))
+            for i, n in enumerate(sizes):  # one step record per batch, as if sampled alone
+                batch, attempts = attempts[:n], attempts[n:]
+                for k, a in enumerate(batch):
+                    a.step, a.index = step, k + 1
+                run.append_attempts([a.record() for a in batch])
+                stats = batch_stats(batch)
+                best = max(best, stats["best_passed"])
+                correct += stats["n_passed"]
+                winner = next((a for a in batch if a.passed), None)
+                if first is None and winner is not None:
+                    first = winner.number
+                    write_solution(run, problem, winner)
+                used += n
+                share = n / len(flat)
+                rec = {"step": step, "attempts_used": used, **stats, "best_so_far": best, "n_tests": problem.n_tests,
+                       "n_correct": correct, "time_sample_s": t_sample * share, "time_verify_s": t_verify * share,
+                       "time_step_s": (time.perf_counter() - t_call) * share, "batched_with": len(sizes)}
+                wall += rec["time_step_s"]
+                run.append_step(rec)
+                run.commit_step(step, {"attempts_used": used, "best_passed": best, "wall_s": wall,
+                                       "n_correct": correct, "first_success": first})
+                yield Step(job, rec, n_total)
+                step += 1
     except (KeyboardInterrupt, GeneratorExit):
         ck = run.checkpoint() or {}
         mark_interrupted(run, problem, cfg, method, n_samples=ck.get("attempts_used", 0),
@@ -143,92 +162,154 @@ def best_of_k(problem, cfg, session, run: RunDir, n_samples: int | None = None, 
 # multi-turn
 
 
+@dataclass
+class _Chain:
+    """One seed's multi-turn conversation and its run's counters."""
+
+    cfg: object
+    run: RunDir
+    job: JobKey
+    turn: int
+    used: int
+    best: int
+    wall: float
+    start: int  # index of the oldest past turn still in the prompt (the window)
+    history: list  # (attempt text, feedback) of every past turn, oldest first
+    sampler: object
+    window: int | None
+    resumed: bool
+    done: bool = False
+
+
 def multi_turn(problem, cfg, session, run: RunDir, *, variant: str = "feedback_only", window_tokens: int | None = None,
                resume: bool = False) -> Iterator:
-    """Retry with past feedback in the prompt, one generation per turn, until a success or the budget.
+    """One seed of the multi-turn baseline (see `multi_turn_seeds`)."""
+    return multi_turn_seeds(problem, [(cfg, run, resume)], session, variant=variant, window_tokens=window_tokens)
 
-    The paper's multi-turn baseline (the official baseline_multiturn/multiturn.py): one generation
-    per turn, stop at the first success. `feedback_only` (its default, and the better variant in the
-    paper's Fig. 19 right) sends one user message: the question, all past feedback under one header,
+
+def multi_turn_seeds(problem, seeds: list[tuple], session, *, variant: str = "feedback_only",
+                     window_tokens: int | None = None) -> Iterator:
+    """Retry with past feedback in the prompt, one generation per turn, until a success or the budget;
+    every seed of one problem at once.
+
+    The paper's multi-turn baseline (the official baseline_multiturn/multiturn.py): one generation per
+    turn and chain, stop at the first success. `feedback_only` (its default, and the better variant in
+    the paper's Fig. 19 right) sends one user message: the question, all past feedback under one header,
     then "Correctly solve the original question." (`feedback.multiturn_prompt`); `attempt_and_feedback`
     is a real chat keeping each attempt and its feedback. When the prompt exceeds the token window
     (default: the model's context length minus max_new_tokens; the paper: 32k of Qwen3-8B's ~40k), the
     oldest feedback is dropped first.
 
+    The seeds' chains are independent and share the base model, so each turn samples the next reply of
+    every unsolved chain in one batched call (`sampling.sample_batched`, at most `max_batch` chains per
+    call) and verifies them together. Each chain draws with its own seed (attempt.batch_seed), so its
+    transcript, attempts, window and discovery index are exactly those of the chain run alone, and each
+    keeps its own normal, resumable run directory.
+
     Args:
         problem: the Problem.
-        cfg: the job's SolveConfig (budget = number of turns; sampling settings and seed).
+        seeds: (cfg, run, resume) per chain: the job's SolveConfig (same settings but the seed), its run
+            directory (method "multi-turn"), and whether to continue that run from its checkpoint. The
+            conversation is not copied into the checkpoint: it is the `text` and `feedback` of the attempts
+            already in attempts.jsonl (which the rollback keeps exactly in step with the checkpoint), and
+            the checkpoint records where the window starts.
         session: the loaded model and backend.
-        run: the run directory (method "multi-turn").
         variant: "feedback_only" or "attempt_and_feedback".
         window_tokens: prompt window in tokens; None = model context length minus max_new_tokens.
-        resume: continue `run` from its checkpoint. The conversation is not copied into the
-            checkpoint: it is the `text` and `feedback` of the attempts already in attempts.jsonl
-            (which the rollback keeps exactly in step with the checkpoint), and the checkpoint
-            records where the window starts.
 
     Yields:
-        Start, one Step per turn (with prompt_tokens, feedback_in_prompt, dropped), then Done.
+        for every chain Start, one Step per turn (with prompt_tokens, feedback_in_prompt, dropped), then Done.
     """
     from .model import encode_chat
+    from .verify import verify_many
 
     method = "multi-turn"
-    job = JobKey(problem.id, method, cfg.seed)
     if variant not in VARIANTS:
         raise ConfigError(f"--variant: {variant!r} is not one of {', '.join(VARIANTS)}")
     model = _base_model(session)
-    window = window_tokens if window_tokens is not None else default_window(model, cfg.max_new_tokens)
-    ck, turn, used, best, wall = run.start_point(resume)
-    start = ck["window_start"] if ck else 0  # index of the oldest past turn still in the prompt
-    history = [(r["text"], r["feedback"]) for r in run.attempts()] if ck else []
-    if len(history) != used:
-        raise RunError(f"{run.path}: attempts.jsonl has {len(history)} attempts but the checkpoint says {used}; "
-                       "the run directory was edited")
     system = [m for m in problem.messages() if m["role"] == "system"]
 
-    def messages(lo: int) -> list[dict]:
-        texts, fbs = [h[0] for h in history[lo:]], [h[1] for h in history[lo:]]
+    def messages(chain: _Chain, lo: int) -> list[dict]:
+        texts, fbs = [h[0] for h in chain.history[lo:]], [h[1] for h in chain.history[lo:]]
         if variant == "feedback_only":
             return system + [{"role": "user", "content": multiturn_prompt(problem.prompt, fbs)}]
         return system + multiturn_prompt_attempt_and_feedback(problem.prompt, texts, fbs)
 
-    sampler = session.sampler(model, attempts_done=used, checkpoint=ck)
-    yield Start(job, str(run.path), cfg.budget, used, turn, 1, problem.n_tests, bool(ck))
-    solved_at = None
+    chains: list[_Chain] = []
+    for cfg, run, resume in seeds:
+        ck, turn, used, best, wall = run.start_point(resume)
+        history = [(r["text"], r["feedback"]) for r in run.attempts()] if ck else []
+        if len(history) != used:
+            raise RunError(f"{run.path}: attempts.jsonl has {len(history)} attempts but the checkpoint says {used}; "
+                           "the run directory was edited")
+        window = window_tokens if window_tokens is not None else default_window(model, cfg.max_new_tokens)
+        chains.append(_Chain(cfg, run, JobKey(problem.id, method, cfg.seed), turn, used, best, wall,
+                             ck["window_start"] if ck else 0, history,
+                             session.sampler(model, attempts_done=used, checkpoint=ck), window, bool(ck)))
+    for c in chains:
+        yield Start(c.job, str(c.run.path), c.cfg.budget, c.used, c.turn, 1, problem.n_tests, c.resumed)
+
+    def finish(c: _Chain, solved_at: int | None) -> Done:
+        c.done = True
+        result = summary(problem, c.cfg, c.run, method, "solved" if solved_at else "exhausted", solved_at=solved_at,
+                         used=c.used, best=c.best, wall=c.wall, variant=variant, window_tokens=c.window)
+        c.run.write_summary(result)
+        return Done(c.job, result)
+
     try:
-        while used < cfg.budget:
-            t_step = time.perf_counter()
-            before = start
-            start = trim_window(len(history), lambda lo: len(encode_chat(session.tokenizer, messages(lo))), window, start)
-            prompt_ids = encode_chat(session.tokenizer, messages(start))
-            params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                                    seed=batch_seed(method, cfg.seed, turn))
-            (attempt,), t_sample, t_verify = attempt_batch(sampler, problem, prompt_ids, 1, params, step=turn,
-                                                           first_number=used + 1)
-            run.append_attempts([attempt.record()])
-            stats = batch_stats([attempt])
-            best = max(best, stats["best_passed"])
-            used += 1
-            history.append((attempt.completion.text, attempt.verdict.feedback))
-            rec = {"step": turn, "attempts_used": used, **stats, "best_so_far": best, "n_tests": problem.n_tests,
-                   "prompt_tokens": len(prompt_ids), "feedback_in_prompt": len(history) - 1 - start,
-                   "dropped": start - before, "window_tokens": window, "time_sample_s": t_sample,
-                   "time_verify_s": t_verify, "time_step_s": time.perf_counter() - t_step}
-            wall += rec["time_step_s"]
-            run.append_step(rec)
-            if not attempt.passed:
-                # As in trainer.sdpo, the winning turn is not committed: a crash before summary.json redoes it.
-                run.commit_step(turn, {"attempts_used": used, "best_passed": best, "wall_s": wall, "window_start": start})
-            yield Step(job, rec, cfg.budget)
-            if attempt.passed:
-                solved_at = attempt.number
-                write_solution(run, problem, attempt)
-                break
-            turn += 1
+        for c in chains:
+            if c.used >= c.cfg.budget:  # resumed after its last turn was committed
+                yield finish(c, None)
+        while live := [c for c in chains if not c.done]:
+            max_batch = live[0].cfg.max_batch or len(live)
+            for chunk in (live[i:i + max_batch] for i in range(0, len(live), max_batch)):
+                t_call = time.perf_counter()
+                before, prompts = [], []
+                for c in chunk:
+                    before.append(c.start)
+                    c.start = trim_window(len(c.history), lambda lo, c=c: len(encode_chat(session.tokenizer, messages(c, lo))),
+                                          c.window, c.start)
+                    prompts.append(encode_chat(session.tokenizer, messages(c, c.start)))
+                requests = [SampleRequest(p, 1, SamplingParams(
+                    temperature=c.cfg.temperature, top_p=c.cfg.top_p, max_new_tokens=c.cfg.max_new_tokens,
+                    seed=batch_seed(method, c.cfg.seed, c.turn))) for c, p in zip(chunk, prompts)]
+                outputs = sample_batched([c.sampler for c in chunk], requests)
+                t_sample = time.perf_counter() - t_call
+                completions = [cs[0] for cs in outputs]
+                verdicts = verify_many(problem, [(x.text, x.truncated) for x in completions])
+                t_verify = time.perf_counter() - t_call - t_sample
+                share = 1 / len(chunk)
+                for c, prompt_ids, was, comp, verdict in zip(chunk, prompts, before, completions, verdicts):
+                    attempt = Attempt(step=c.turn, index=1, number=c.used + 1, completion=comp, verdict=verdict,
+                                      sample_s=t_sample * share, verify_s=verdict.time_s)
+                    c.run.append_attempts([attempt.record()])
+                    stats = batch_stats([attempt])
+                    c.best = max(c.best, stats["best_passed"])
+                    c.used += 1
+                    c.history.append((comp.text, verdict.feedback))
+                    rec = {"step": c.turn, "attempts_used": c.used, **stats, "best_so_far": c.best,
+                           "n_tests": problem.n_tests, "prompt_tokens": len(prompt_ids),
+                           "feedback_in_prompt": len(c.history) - 1 - c.start, "dropped": c.start - was,
+                           "window_tokens": c.window, "time_sample_s": t_sample * share,
+                           "time_verify_s": t_verify * share, "time_step_s": (time.perf_counter() - t_call) * share,
+                           "batched_with": len(chunk)}
+                    c.wall += rec["time_step_s"]
+                    c.run.append_step(rec)
+                    if not attempt.passed:
+                        # As in trainer.sdpo, the winning turn is not committed: a crash before summary.json
+                        # redoes it (same seed, same attempt).
+                        c.run.commit_step(c.turn, {"attempts_used": c.used, "best_passed": c.best, "wall_s": c.wall,
+                                                   "window_start": c.start})
+                    yield Step(c.job, rec, c.cfg.budget)
+                    if attempt.passed:
+                        write_solution(c.run, problem, attempt)
+                        yield finish(c, attempt.number)
+                    elif c.used >= c.cfg.budget:
+                        yield finish(c, None)
+                    else:
+                        c.turn += 1
     except (KeyboardInterrupt, GeneratorExit):
-        mark_interrupted(run, problem, cfg, method, variant=variant, window_tokens=window)
+        for c in chains:
+            if not c.done:
+                mark_interrupted(c.run, problem, c.cfg, method, variant=variant, window_tokens=c.window)
         raise
-    result = summary(problem, cfg, run, method, "solved" if solved_at else "exhausted", solved_at=solved_at,
-                     used=used, best=best, wall=wall, variant=variant, window_tokens=window)
-    run.write_summary(result)
-    yield Done(job, result)

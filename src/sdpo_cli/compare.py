@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import SolveConfig, make_config
+from .config import EXECUTION_KNOBS, SolveConfig, make_config
 from .errors import ConfigError, RunDataError
 from .report import SPEC_FILE
 from .runner import Job, existing_runs, finished
@@ -104,8 +104,8 @@ def prepare(problem_paths: list[Path], *, out: Path | None, resume: bool, baseli
         spec = load_spec(out)
         saved = spec["config"]
         new = cfg.to_dict()
-        conflicts = [f"--{k.replace('_', '-')}: this comparison uses {saved[k]!r}, not {new[k]!r}"
-                     for k in sorted(given) if k != "device" and new[k] != saved[k]]
+        conflicts = [f"--{k.replace('_', '-')}: this comparison uses {saved.get(k)!r}, not {new[k]!r}"
+                     for k in sorted(given) if k not in EXECUTION_KNOBS and new[k] != saved.get(k)]
         for name, key, value in (("--samples", "samples", samples), ("--variant", "variant", variant),
                                  ("--window-tokens", "window_tokens", window_tokens)):
             if value is not None and value != spec[key]:
@@ -113,8 +113,9 @@ def prepare(problem_paths: list[Path], *, out: Path | None, resume: bool, baseli
         if conflicts:
             lines = [c + " (all runs of a comparison share one setting; start a new --out)" for c in conflicts]
             raise ConfigError("; ".join(lines), lines=lines)
-        if "device" in given:
-            spec["config"]["device"] = new["device"]  # where it runs, not what it computes
+        for k in EXECUTION_KNOBS:  # where and how fast it runs, not what it computes
+            if k in given:
+                spec["config"][k] = new[k]
         base = saved["seed"]
         if seeds is not None:
             spec["seeds"] = sorted(set(spec["seeds"]) | set(range(base, base + seeds)))
@@ -177,9 +178,10 @@ def plan_jobs(out: Path, spec: dict, problems: list) -> tuple[list[Job], int]:
     """Every run of the comparison that is not finished yet, in the order they are run, and how many
     are finished already.
 
-    best-of-k first (one run per problem: it does not depend on the seed), then seed by seed, so an
-    interrupted comparison already holds whole seeds of every problem and method. Runs are named
-    `<problem>_<method>_s<seed>` below `out/runs`: a job finds its own run again on resume.
+    Per problem: best-of-k (one run: it does not depend on the seed), then multi-turn for every seed
+    (consecutive jobs, which the runner samples together, one batched call per turn), then SDPO seed by
+    seed. Runs are named `<problem>_<method>_s<seed>` below `out/runs`: a job finds its own run again on
+    resume.
     """
     base = SolveConfig.model_validate(spec["config"])
     options = {"best-of-k": {"n_samples": spec["samples"]},
@@ -189,12 +191,13 @@ def plan_jobs(out: Path, spec: dict, problems: list) -> tuple[list[Job], int]:
         return Job(problem, method, base.replace(seed=seed), runs_root=out / "runs", stamp=False,
                    options=options.get(method, {}))
 
-    jobs = [job(p, "best-of-k", spec["seeds"][0]) for p in problems if "best-of-k" in spec["methods"]]
-    for seed in spec["seeds"]:
-        for p in problems:
-            jobs.append(job(p, "sdpo", seed))
-            if "multi-turn" in spec["methods"]:
-                jobs.append(job(p, "multi-turn", seed))
+    jobs = []
+    for p in problems:
+        if "best-of-k" in spec["methods"]:
+            jobs.append(job(p, "best-of-k", spec["seeds"][0]))
+        if "multi-turn" in spec["methods"]:
+            jobs += [job(p, "multi-turn", seed) for seed in spec["seeds"]]
+        jobs += [job(p, "sdpo", seed) for seed in spec["seeds"]]
     index = existing_runs(out / "runs")
     todo = [j for j in jobs if not (j.key in index and finished(index[j.key]))]
     for j in todo:  # an unfinished run will be resumed: check its files now, before anything runs

@@ -84,6 +84,11 @@ KNOBS: tuple[Knob, ...] = (
          ge=1, le=1_000_000, auto=True),
     Knob("seed", int, 0, "Random seed: same seed, same machine, same attempts (compare uses seed, seed+1, ...).",
          ge=0, le=MAX_SEED),
+    # Batching across requests gives every request what it would get alone (sampling.hf), so this knob
+    # changes speed and memory, never results.
+    Knob("max_batch", int, None, "Most sequences sampled in one generate call where a plan can batch more "
+         "(multi-turn seeds of one problem, several best-of-k batches); results are the same as unbatched. "
+         "[default: 64 on CUDA, 16 on CPU]", ge=1, le=100_000, auto=True),
 
     # --- LoRA and optimiser -----------------------------------------------------------------------------
     # The paper fine-tunes all weights at lr 1e-6. We train a LoRA adapter (the EMA teacher is a second adapter
@@ -125,6 +130,8 @@ KNOB = {k.name: k for k in KNOBS}
 FIELD_NAMES = tuple(KNOB)
 AUTO = tuple(k.name for k in KNOBS if k.auto)  # None = "pick for this machine"
 OFF_FLAGS = {"adv_clip": "--no-adv-clip"}  # flags that set a nullable knob to None (cli.py adds them)
+# Knobs that decide where and how fast a run computes, not what: a resumed comparison may change them.
+EXECUTION_KNOBS = ("device", "max_batch", "micro_batch_tokens", "grad_checkpointing")
 _NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
 
 
@@ -315,6 +322,7 @@ def fill_auto(cfg):
     return cfg.replace(device=device,
                        batch_size=cfg.batch_size or (16 if gpu else 8),
                        max_new_tokens=cfg.max_new_tokens or (1024 if gpu else 192),
+                       max_batch=cfg.max_batch or (64 if gpu else 16),
                        micro_batch_tokens=cfg.micro_batch_tokens or default_micro_batch_tokens(device))
 
 

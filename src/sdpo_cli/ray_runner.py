@@ -34,7 +34,8 @@ from pathlib import Path
 
 from .errors import BackendUnavailable
 from .events import Done, Error, Note, Start
-from .runner import Job, claim
+from .runner import Job, claim, finished, group_jobs
+from .runs import RunDir
 
 MAX_RETRIES = 3  # worker deaths tolerated per job
 POLL_S = 0.2
@@ -79,22 +80,22 @@ def _worker_class(ray):
         def pid(self) -> int:
             return os.getpid()
 
-        def run(self, job: Job, run_path: str, resumed: bool) -> dict | None:
+        def run(self, group: list[Job], claimed: list[tuple[str, bool]]) -> int:
+            """Run one unit (a job, or batched multi-turn chains); returns how many jobs finished."""
             from .runner import execute
             from .runs import RunDir
             from .session import load_session, session_key
 
-            if self.session is None or self.session.key != session_key(job.config):
+            cfg = group[0].config
+            if self.session is None or self.session.key != session_key(cfg):
                 self.session = None  # drop the old model before loading another
-                cfg = job.config
                 self.queue.put(Note(f"{self.where}: loading model {cfg.model} ({cfg.backend} backend, {cfg.device})"))
                 self.session = load_session(cfg)
-            done = None
-            for ev in execute(job, self.session, RunDir(Path(run_path)), resumed):
+            done = 0
+            for ev in execute(group, self.session, [(RunDir(Path(p)), r) for p, r in claimed]):
                 if isinstance(ev, Start):
                     ev.worker, ev.worker_pid = self.where, os.getpid()
-                if isinstance(ev, Done):
-                    done = ev.summary
+                done += isinstance(ev, Done)
                 self.queue.put(ev)  # blocks until the queue has it: events stay in order
             return done
 
@@ -140,15 +141,16 @@ def run_jobs_ray(jobs: list[Job], *, address: str | None = None, gpus_per_job: f
         from ray.util.queue import Queue
 
         queue = Queue(actor_options={"num_cpus": 0})
+        units = group_jobs(jobs)  # batched multi-turn chains travel together
         n_slots, resources = _slots(ray, gpus_per_job, cpus_per_job)
-        n_slots = min(n_slots, len(jobs))
+        n_slots = min(n_slots, len(units))
         worker = _worker_class(ray).options(**resources)
         yield Note(f"ray: {'started a local instance' if started and address is None else 'connected'} in "
                    f"{time.perf_counter() - t0:.1f}s; {n_slots} job slot(s) of {resources}")
         idle = [worker.remote(queue) for _ in range(n_slots)]
         actors.extend(idle)
-        pending: list[tuple[Job, int]] = [(j, 0) for j in jobs]  # (job, deaths so far)
-        inflight: dict = {}  # ObjectRef -> (job, actor, run path, deaths)
+        pending: list[tuple[list[Job], int]] = [(u, 0) for u in units]  # (unit, worker deaths so far)
+        inflight: dict = {}  # ObjectRef -> (unit, actor, run paths, deaths)
 
         def drain() -> list:
             out = []
@@ -158,14 +160,14 @@ def run_jobs_ray(jobs: list[Job], *, address: str | None = None, gpus_per_job: f
 
         while pending or inflight:
             while idle and pending:
-                job, deaths = pending.pop(0)
-                run, resumed = claim(job)
+                unit, deaths = pending.pop(0)
+                claimed = [(str(run.path), resumed) for run, resumed in map(claim, unit)]
                 actor = idle.pop()
-                inflight[actor.run.remote(job, str(run.path), resumed)] = (job, actor, str(run.path), deaths)
+                inflight[actor.run.remote(unit, claimed)] = (unit, actor, [p for p, _ in claimed], deaths)
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=POLL_S)
             yield from drain()
             for ref in ready:
-                job, actor, run_path, deaths = inflight.pop(ref)
+                unit, actor, paths, deaths = inflight.pop(ref)
                 try:
                     ray.get(ref)
                     idle.append(actor)
@@ -175,19 +177,23 @@ def run_jobs_ray(jobs: list[Job], *, address: str | None = None, gpus_per_job: f
                     fresh = worker.remote(queue)
                     actors.append(fresh)
                     idle.append(fresh)
-                    retry = replace(job, run=Path(run_path))  # resume this run, from its checkpoint
-                    if deaths + 1 < MAX_RETRIES:
-                        yield Error(job.key, run_path, f"worker died ({type(e).__name__}); resuming the run from "
-                                                       f"its last checkpoint on a fresh worker")
+                    # Resume these runs from their checkpoints (finished ones are left alone).
+                    retry = [replace(j, run=Path(p)) for j, p in zip(unit, paths) if not finished(RunDir(Path(p)))]
+                    for j, p in zip(unit, paths):
+                        if deaths + 1 < MAX_RETRIES:
+                            yield Error(j.key, p, f"worker died ({type(e).__name__}); resuming the run from its last "
+                                                  "checkpoint on a fresh worker")
+                        else:
+                            yield Error(j.key, p, f"worker died {MAX_RETRIES} times; giving up on this job (its run "
+                                                  "is saved and resumable)", resumable=True)
+                    if retry and deaths + 1 < MAX_RETRIES:
                         pending.insert(0, (retry, deaths + 1))
-                    else:
-                        yield Error(job.key, run_path, f"worker died {MAX_RETRIES} times; giving up on this job "
-                                                       "(its run is saved and resumable)")
                 except ray.exceptions.RayTaskError as e:  # the job itself raised (e.g. RunError)
                     yield from drain()
                     idle.append(actor)
                     cause = e.cause if getattr(e, "cause", None) is not None else e
-                    yield Error(job.key, run_path, str(cause).splitlines()[0] if str(cause) else type(cause).__name__)
+                    for j, p in zip(unit, paths):
+                        yield Error(j.key, p, str(cause).splitlines()[0] if str(cause) else type(cause).__name__)
         yield from drain()
     finally:
         for actor in actors:

@@ -61,12 +61,14 @@ class Renderer:
 
     def __init__(self, total: int, done: int = 0, *, quiet: bool = False, live: bool | None = None):
         self.total, self.done, self.quiet = total, done, quiet
+        self.done_before = done
         self.live = None
         self.plan_task = None
         self.t0: dict[JobKey, float] = {}
         self.last_line: dict[JobKey, float] = {}
         self.tasks: dict[JobKey, int] = {}
         self.results: list[Done] = []
+        self.started: set = set()  # jobs shown as started (a retried job keeps its number)
         self.errors: list[Error] = []
         if not quiet and (console.live_progress() if live is None else live):
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -109,7 +111,8 @@ class Renderer:
     def _start(self, ev: Start) -> None:
         self.t0[ev.job] = self.last_line[ev.job] = time.perf_counter()
         where = f" [{safe(ev.worker)}]" if ev.worker else ""
-        count = f"[{self.done + 1}/{self.total}] " if self.total > 1 else ""
+        self.started.add(ev.job)
+        count = f"[{self.done_before + len(self.started)}/{self.total}] " if self.total > 1 else ""
         self.line(f"{count}{ev.job} -> {safe(ev.run)}" + (" (resuming)" if ev.resumed else "") + where)
         if self.live is not None:
             self.tasks[ev.job] = self.live.add_task(f"  {ev.job.method} s{ev.job.seed}", total=ev.budget,

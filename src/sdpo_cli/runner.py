@@ -85,18 +85,40 @@ def finished(run: RunDir) -> bool:
     return (run.summary() or {}).get("status") in ("solved", "exhausted")
 
 
-def execute(job: Job, session, run: RunDir, resume: bool) -> Iterator:
-    """The job's method loop: yields its events (Start, Step..., Done)."""
+def batchable(a: Job, b: Job) -> bool:
+    """Can `a` and `b` run as one batched unit? Multi-turn chains of one problem with the same settings
+    but the seed: each turn samples every chain's next reply in one call (baselines.multi_turn_seeds)."""
+    return (a.method == b.method == "multi-turn" and a.problem.id == b.problem.id and a.options == b.options
+            and a.config.replace(seed=0) == b.config.replace(seed=0))
+
+
+def group_jobs(jobs: list[Job]) -> list[list[Job]]:
+    """The plan as units of execution: consecutive batchable jobs together, every other job alone."""
+    groups: list[list[Job]] = []
+    for job in jobs:
+        if groups and batchable(groups[-1][0], job):
+            groups[-1].append(job)
+        else:
+            groups.append([job])
+    return groups
+
+
+def execute(group: list[Job], session, claimed: list[tuple[RunDir, bool]]) -> Iterator:
+    """The method loop of one unit (a job, or batched multi-turn chains): yields its events."""
     from . import baselines, trainer
 
+    job = group[0]
     cfg, problem = job.config, job.problem
+    if job.method == "multi-turn":
+        return baselines.multi_turn_seeds(
+            problem, [(j.config, run, resume) for j, (run, resume) in zip(group, claimed)], session,
+            variant=job.options.get("variant", "feedback_only"), window_tokens=job.options.get("window_tokens"))
+    assert len(group) == 1, "only multi-turn jobs are batched"
+    run, resume = claimed[0]
     if job.method == "sdpo":
         return trainer.sdpo(problem, cfg, session, run, resume=resume)
     if job.method == "best-of-k":
         return baselines.best_of_k(problem, cfg, session, run, job.options.get("n_samples"), resume=resume)
-    if job.method == "multi-turn":
-        return baselines.multi_turn(problem, cfg, session, run, variant=job.options.get("variant", "feedback_only"),
-                                    window_tokens=job.options.get("window_tokens"), resume=resume)
     raise ValueError(f"unknown method {job.method!r}")
 
 
@@ -114,13 +136,12 @@ def run_jobs(jobs: list[Job], *, session=None) -> Iterator:
     from .events import Note
     from .session import load_session, session_key
 
-    for job in jobs:
-        if session is None or (session.key is not None and session.key != session_key(job.config)):
-            cfg = job.config
+    for group in group_jobs(jobs):
+        cfg = group[0].config
+        if session is None or (session.key is not None and session.key != session_key(cfg)):
             yield Note(f"loading model {cfg.model} ({cfg.backend} backend, {cfg.device}) ...")
             session = load_session(cfg)
-        run, resumed = claim(job)
-        yield from execute(job, session, run, resumed)
+        yield from execute(group, session, [claim(job) for job in group])
 
 
 # --------------------------------------------------------------------------------------------------

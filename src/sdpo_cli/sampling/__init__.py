@@ -40,6 +40,28 @@ class Completion:
     truncated: bool = False
 
 
+@dataclass(frozen=True)
+class SampleRequest:
+    """`n` completions of one chat-templated prompt, drawn with `params` (its seed included)."""
+
+    prompt_ids: list[int]
+    n: int
+    params: SamplingParams
+
+
+def sample_batched(samplers: list, requests: list[SampleRequest]) -> list[list[Completion]]:
+    """Sample `requests[i]` with `samplers[i]`, in one call where the samplers allow it.
+
+    Samplers with the same `batch_key` (e.g. the transformers backend on one model, or vLLM on one
+    adapter) share a single batched call; others (the scripted backend, whose replies follow each run's
+    own attempt count) are called one by one. Either way each request gets what it would get alone.
+    """
+    first = samplers[0].batch_key
+    if first is not None and all(s.batch_key == first for s in samplers):
+        return samplers[0].sample_many(requests)
+    return [s.sample(r.prompt_ids, r.n, r.params) for s, r in zip(samplers, requests)]
+
+
 def check_request(prompt_ids: list[int], n: int, params: SamplingParams) -> None:
     """Reject a sampling request every backend would get wrong (ConfigError, one line)."""
     from ..errors import ConfigError
@@ -64,6 +86,8 @@ class Sampler(Protocol):
 
     * `rollout_correction`: True when the samples come from another engine than the trainer's
       forward pass (vLLM), so the loss applies the per-token weight min(p_trainer / p_sampler, clip).
+    * `sample_many(requests)`: several prompts (each with its own n and seed) in one batched call,
+      each getting what it would get alone.
     * `after_update(model, directory)`: after an optimizer step, make the next `sample` call use the
       updated adapter. The transformers backend samples from the live model and does nothing; vLLM
       saves the adapter to a new `directory` and serves it under a new name. Returns what a resumed
@@ -72,8 +96,11 @@ class Sampler(Protocol):
 
     name: str
     rollout_correction: bool
+    batch_key: object  # samplers with equal (non-None) keys can share one `sample_many` call
 
     def sample(self, prompt_ids: list[int], n: int, params: SamplingParams) -> list[Completion]: ...
+
+    def sample_many(self, requests: list[SampleRequest]) -> list[list[Completion]]: ...
 
     def after_update(self, model, directory) -> dict: ...
 

@@ -21,6 +21,7 @@ from . import Completion, SamplingParams
 class ScriptedSampler:
     name = "scripted"
     rollout_correction = False
+    batch_key = None  # replies follow this run's own attempt count: never batched with another run
 
     def __init__(self, tokenizer, responses: list[str] | None = None, script: str | None = None,
                  attempts_done: int = 0):
@@ -37,6 +38,9 @@ class ScriptedSampler:
 
     def after_update(self, model, directory) -> dict:
         return {}
+
+    def sample_many(self, requests) -> list[list[Completion]]:
+        return [self.sample(r.prompt_ids, r.n, r.params) for r in requests]
 
     def sample(self, prompt_ids: list[int], n: int, params: SamplingParams) -> list[Completion]:
         out = []
