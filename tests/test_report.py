@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sdpo_cli.errors import ConfigError, RunError
+from sdpo_cli.errors import ConfigError, RunDataError
 from sdpo_cli.problem import Problem
 from sdpo_cli.report import build_report, parse_levels, write_outputs
 from sdpo_cli.runs import RunDir
@@ -141,9 +141,9 @@ def test_unfinished_runs_are_skipped_with_a_note(two_problems):
 
 
 def test_no_runs_is_an_error(tmp_path):
-    with pytest.raises(RunError, match="no finished runs"):
+    with pytest.raises(RunDataError, match="no finished runs"):
         build_report(tmp_path)
-    with pytest.raises(RunError, match="no such directory"):
+    with pytest.raises(RunDataError, match="no such directory"):
         build_report(tmp_path / "missing")
 
 

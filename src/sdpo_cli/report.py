@@ -40,7 +40,7 @@ import numpy as np
 import yaml
 
 from . import console
-from .errors import RunError
+from .errors import RunDataError
 from .metrics import (
     attempts_to_reach,
     bootstrap_ci,
@@ -80,19 +80,36 @@ def collect(directory: Path) -> tuple[int, list[str], dict[str, dict[str, dict]]
     """
     directory = Path(directory)
     if not directory.is_dir():
-        raise RunError(f"{directory}: no such directory (give a comparison directory made by `sdpo compare`)")
-    spec_path = directory / SPEC_FILE
-    spec = yaml.safe_load(spec_path.read_text()) if spec_path.is_file() else None
+        raise RunDataError(f"{directory}: no such directory (give a comparison directory made by `sdpo compare`)")
+    spec = None
     notes: list[str] = []
+    if (directory / SPEC_FILE).is_file():
+        from .compare import load_spec
+
+        try:
+            spec = load_spec(directory)
+        except RunDataError as e:
+            notes.append(f"{e}; reporting the runs found below it instead")
     finished = []
     for run in find_runs(directory):
-        summary = run.summary()
+        try:
+            summary, header = run.summary(), run.header
+        except RunDataError as e:  # a damaged run is named and left out, never silently counted
+            notes.append(f"{e.lines[0]} (skipped)")
+            continue
         if not summary or summary.get("status") not in ("solved", "exhausted"):
             notes.append(f"{run.path}: unfinished (status {summary.get('status') if summary else 'running'}); skipped")
             continue
-        finished.append((run, run.header, summary))
+        keys = {"budget": int, "solved": bool, "attempts_used": int}
+        if header["method"] == "best-of-k":
+            keys |= {"n_samples": int, "n_correct": int}
+        if any(not isinstance(summary.get(k), t) for k, t in keys.items()):
+            notes.append(f"{run.path}/summary.json: damaged (needs {', '.join(keys)}); skipped")
+            continue
+        finished.append((run, header, summary))
     if not finished:
-        raise RunError(f"{directory}: no finished runs found (run `sdpo compare`, or resume it with --resume)")
+        raise RunDataError(f"{directory}: no finished runs found (run `sdpo compare`, or resume it with --resume)"
+                           + (f"; {notes[0]}" if notes else ""))
 
     if spec is not None:
         budget = int(spec["config"]["budget"])

@@ -60,7 +60,7 @@ class SDPOUpdater:
         from .teacher import Teacher
 
         self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
-        self.teacher = Teacher(model, cfg.teacher, rate=cfg.ema_rate, mix=cfg.trust_region_mix)
+        self.teacher = Teacher(model, cfg.teacher, rate=cfg.ema_rate, mix=cfg.mix)
         self.names = [n for n, p in model.named_parameters() if p.requires_grad]
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
