@@ -270,9 +270,26 @@ def _loc_part(p: Any) -> str:
     return str(p) if _PLAIN_KEY.fullmatch(str(p)) and len(str(p)) <= 40 else show(str(p))
 
 
+def _group_missing(errors: list[dict]) -> list[dict]:
+    """Several required fields missing from one mapping make one error: `missing id, title (add them)`."""
+    missing: dict[tuple, list[dict]] = {}
+    for e in errors:
+        if e["type"] == "missing":
+            missing.setdefault(tuple(e["loc"][:-1]), []).append(e)
+    out = []
+    for e in errors:
+        group = missing.get(tuple(e["loc"][:-1])) if e["type"] == "missing" else None
+        if group is None or len(group) == 1:
+            out.append(e)
+        elif e is group[0]:
+            names = ", ".join(_loc_part(g["loc"][-1]) for g in group)
+            out.append({"type": "missing_several", "loc": e["loc"][:-1], "msg": f"missing {names} (add them)"})
+    return out
+
+
 def _format_errors(path: Path, err: ValidationError) -> list[str]:
     lines = []
-    errors = err.errors()
+    errors = _group_missing(err.errors())
     for e in errors[:MAX_ERROR_LINES]:
         loc = ".".join(_loc_part(p) for p in e["loc"]).replace(".[", "[")
         # Drop pydantic's discriminator tag from the path (verifier.stdio.tests -> verifier.tests).
@@ -311,19 +328,25 @@ def _read_text(path: Path, max_bytes: int) -> str:
         raise ProblemError(f"{path}: permission denied (make the problem file readable)") from None
     except (OSError, ValueError) as e:  # ValueError: a NUL in the path
         raise ProblemError(f"{path}: cannot open ({getattr(e, 'strerror', None) or e}; check the path)") from None
-    with os.fdopen(fd, "rb") as f:
+    try:
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
             raise ProblemError(f"{path}: a directory, not a problem file (give a .yaml file; "
                                "`sdpo problems DIR` lists a folder)")
         if not stat.S_ISREG(mode):
             raise ProblemError(f"{path}: not a regular file (a pipe, socket or device); give a .yaml problem file")
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
         try:
             data = f.read(max_bytes + 1)  # +1: a file that grew past the stat size is still caught
         except OSError as e:
             raise ProblemError(f"{path}: cannot read ({e.strerror or e}; check the file)") from None
     if len(data) > max_bytes:
-        raise ProblemError(f"{path}: larger than the {max_bytes / (1 << 20):g} MB limit for problem files "
+        limit = f"{max_bytes / (1 << 20):g} MB" if max_bytes >= 1 << 20 else f"{max_bytes:,}-byte"
+        raise ProblemError(f"{path}: larger than the {limit} limit for problem files "
                            f"(shrink the tests, or raise the limit with {MAX_MB_ENV}=N)")
     try:
         text = data.decode("utf-8")
