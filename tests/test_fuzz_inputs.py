@@ -301,3 +301,27 @@ def test_bad_problem_files_exit_2_with_few_clear_lines(arena, case):
     assert [r["id"] for r in listed] == ["fz-answer"] and str(bad) in err[0], (cls, lines)
     assert sorted(os.listdir(arena)) == ["listing", "model", "reply.txt"]
     assert sorted(os.listdir(arena / "listing")) == ["bad.yaml", "good.yaml"]
+
+
+JSON_DATA = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(st.characters(exclude_categories=["Cs"])),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(st.characters(exclude_categories=["Cs"])), inner,
+                                                                max_size=4),
+    max_leaves=20)
+
+
+def same(a, b) -> bool:
+    """Equal as JSON data, with NaN equal to NaN."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True) and type(a) is type(b)
+
+
+@settings(max_examples=200, derandomize=True, deadline=None, database=None)
+@given(data=JSON_DATA, flow=st.booleans())
+def test_strict_loader_reads_what_yaml_writers_write_as_safe_load_does(data, flow):
+    """The strict loader is a drop-in for valid files: on whatever the importers' dumper (and
+    yaml.safe_dump) write, it returns exactly what yaml.safe_load returns."""
+    from sdpo_cli.importers import dump_problem
+    from sdpo_cli.yamldata import load
+
+    for text in (dump_problem({"meta": data}), yaml.safe_dump({"meta": data}, default_flow_style=flow, allow_unicode=flow)):
+        assert same(load(text), yaml.safe_load(text))

@@ -179,6 +179,8 @@ def test_alias_bombs_and_recursive_aliases_are_refused(tmp_path, parser):
     assert time.perf_counter() - t < 5
     assert "line 4: the alias *a refers to a list/mapping that contains it" in refused(tmp_path, HEAD + "meta: &a [*a]\n")
     assert "the alias *b has no anchor &b before it" in refused(tmp_path, HEAD + "meta: *b\n")
+    assert "line 5: the anchor &x is defined twice (first on line 4); rename one" in refused(
+        tmp_path, HEAD + "system: &x a\ntitle2: &x b\n")
     deep = "meta:\n  a: &a " + "[" * 40 + "]" * 40 + "\n  b: " + "[" * 30 + "*a" + "]" * 30 + "\n"
     assert "the alias *a nests lists/mappings more than 64 levels deep" in refused(tmp_path, HEAD + deep)
 

@@ -6,8 +6,13 @@ The schema is documented, with a worked example per verifier kind, in problems/R
 
     problem = load_problem("problems/two_sum.yaml")   # raises ProblemError listing every mistake
 
-Validation is done by pydantic; its errors are rewritten as `file: field: what is wrong (fix)` lines so a
-user sees all mistakes of a file at once.
+Reading is strict, so a bad file fails here, before any model loads, and never later in the verifier:
+at most 8 MB (SDPO_MAX_PROBLEM_MB raises it), a regular file (a FIFO is refused, not waited on), UTF-8,
+and YAML limited to JSON-like data by `yamldata.load` (no duplicate keys, dates or custom tags; at
+most 64 levels deep; bounded alias expansion). Each such mistake is one `file: line N: what (fix)` line.
+Validation is then done by pydantic; its errors are rewritten as `file: field: what is wrong (fix)`
+lines so a user sees all mistakes of a file at once (the first 10). `load_problem` raises only
+ProblemError (and ConfigError for a bad SDPO_MAX_PROBLEM_MB), never RecursionError, OSError and the like.
 """
 
 from __future__ import annotations
@@ -227,7 +232,7 @@ def _check_python(src: str) -> None:
     try:
         compile(src, "<problem file>", "exec", ast.PyCF_ONLY_AST)
     except SyntaxError as e:
-        raise ValueError(f"not valid Python (line {e.lineno}: {e.msg})") from None
+        raise ValueError(f"not valid Python ({f'line {e.lineno}: ' if e.lineno else ''}{e.msg})") from None
     except (ValueError, RecursionError, MemoryError) as e:  # NUL bytes; absurd nesting
         raise ValueError(f"not valid Python ({type(e).__name__}: {show(str(e), 80)})") from None
 

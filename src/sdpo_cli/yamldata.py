@@ -18,7 +18,8 @@ recurses and every limit is checked as the events arrive, before anything big is
     never repeated in one mapping; merge keys (`<<: *base`) work, and explicit keys override them;
   * depth: at most `max_depth` nested lists/mappings, counting what aliases expand to;
   * aliases: at most `max_alias_values` values added by alias expansion in all; none recursive;
-  * one document; ints Python can print (sys.get_int_max_str_digits); strings encodable as UTF-8.
+  * each anchor defined once (as safe_load requires); one document; ints Python can print
+    (sys.get_int_max_str_digits); strings encodable as UTF-8.
 
 Events come from libyaml when PyYAML was built with it (the usual wheels are), else from PyYAML's
 pure-Python parser; bench/bench_problem_load.py measures both on large problem files.
@@ -129,7 +130,7 @@ def _int(text: str, line: int) -> int:
     except ValueError:
         if text.lstrip("+-").isdigit() or _HEX_OR_BINARY.fullmatch(text):
             raise YamlDataError(line, f"an integer of more than {limit} digits is more than Python reads "
-                                      f"(sys.get_int_max_str_digits) {_QUOTE}") from None
+                                      f"{_QUOTE}") from None
         raise YamlDataError(line, f"{show(text)} is not a valid !!int value (remove the tag, or fix the value)") from None
     return value
 
@@ -161,6 +162,7 @@ def load(text: str, *, max_depth: int = MAX_DEPTH, max_alias_values: int = MAX_A
     stack: list[_Frame] = []
     anchors: dict[str, tuple[Any, int, int]] = {}  # name -> (value, size, height)
     open_anchors: set[str] = set()
+    anchor_lines: dict[str, int] = {}
     alias_budget = max_alias_values
     documents = 0
     root: Any = None
@@ -197,10 +199,20 @@ def load(text: str, *, max_depth: int = MAX_DEPTH, max_alias_values: int = MAX_A
         top.size += size
         top.height = max(top.height, height)
 
+    def new_anchor(name: str | None, line: int) -> None:
+        if name is None:
+            return
+        if name in anchor_lines:  # as safe_load: an alias must not depend on which definition is meant
+            raise YamlDataError(line, f"the anchor &{name} is defined twice (first on line {anchor_lines[name]}); "
+                                      "rename one")
+        anchor_lines[name] = line
+
     try:
         for ev in yaml.parse(text, Loader=_LIBYAML or yaml.SafeLoader):
             line = ev.start_mark.line + 1
             kind = type(ev)
+            if kind is not AliasEvent and getattr(ev, "anchor", None) is not None:
+                new_anchor(ev.anchor, line)
             if kind is ScalarEvent:
                 add(_scalar(ev, line), 1, 0, line, ev.anchor, ev.value)
             elif kind is SequenceStartEvent or kind is MappingStartEvent:
