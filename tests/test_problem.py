@@ -257,7 +257,9 @@ def test_not_utf8_names_the_line_and_a_bom_is_fine(tmp_path):
 @pytest.mark.parametrize("text, says", [("", "empty file"), ("  \n\n", "empty file"),
                                         ("# just a comment\n", "found nothing but comments"),
                                         ("- id: x\n", "found list [{'id': 'x'}]"),
-                                        ("just text\n", "found str 'just text'")])
+                                        ("just text\n", "found str 'just text'"),
+                                        ("{}\n", "found an empty mapping"),
+                                        ("budget: 4\nlr: 0.001\n", "found keys ['budget', 'lr']")])
 def test_empty_and_non_mapping_files(tmp_path, text, says):
     line = refused(tmp_path, text)
     assert says in line and "problems/README.md" in line

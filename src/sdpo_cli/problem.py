@@ -275,26 +275,9 @@ def _loc_part(p: Any) -> str:
     return str(p) if _PLAIN_KEY.fullmatch(str(p)) and len(str(p)) <= 40 else show(str(p))
 
 
-def _group_missing(errors: list[dict]) -> list[dict]:
-    """Several required fields missing from one mapping make one error: `missing id, title (add them)`."""
-    missing: dict[tuple, list[dict]] = {}
-    for e in errors:
-        if e["type"] == "missing":
-            missing.setdefault(tuple(e["loc"][:-1]), []).append(e)
-    out = []
-    for e in errors:
-        group = missing.get(tuple(e["loc"][:-1])) if e["type"] == "missing" else None
-        if group is None or len(group) == 1:
-            out.append(e)
-        elif e is group[0]:
-            names = ", ".join(_loc_part(g["loc"][-1]) for g in group)
-            out.append({"type": "missing_several", "loc": e["loc"][:-1], "msg": f"missing {names} (add them)"})
-    return out
-
-
 def _format_errors(path: Path, err: ValidationError) -> list[str]:
     lines = []
-    errors = _group_missing(err.errors())
+    errors = err.errors()
     for e in errors[:MAX_ERROR_LINES]:
         loc = ".".join(_loc_part(p) for p in e["loc"]).replace(".[", "[")
         # Drop pydantic's discriminator tag from the path (verifier.stdio.tests -> verifier.tests).
@@ -389,6 +372,10 @@ def load_problem(path: str | Path, *, max_bytes: int | None = None) -> Problem:
             what = "nothing but comments" if data is None else f"{type(data).__name__} {show(data)}"
             raise ProblemError(f"{path}: (top level): expected a mapping with id, title, prompt, verifier, "
                                f"found {what} (see problems/README.md)")
+        if not data.keys() & {"id", "title", "prompt", "verifier"}:  # not a problem file at all: one line
+            found = f"keys {show(list(data), 60)}" if data else "an empty mapping"
+            raise ProblemError(f"{path}: (top level): expected a mapping with id, title, prompt, verifier, "
+                               f"found {found} (see problems/README.md)")
         try:
             problem = Problem.model_validate(data)
         except ValidationError as e:
