@@ -18,7 +18,6 @@ import json
 import os
 import re
 import sys
-from pathlib import Path
 
 import pytest
 import yaml

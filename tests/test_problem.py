@@ -1,11 +1,21 @@
-"""Problem files: schema validation with file/field errors, and the shipped examples load."""
+"""Problem files: schema validation with file/field errors, the shipped examples load, and limits on input.
 
+The limits part feeds each hostile or malformed file to `load_problem` and checks the one error line
+(file, line or field, what is wrong, the fix); the YAML-level ones run with libyaml's parser and with
+PyYAML's pure-Python one. tests/INPUTS.md tabulates the same classes as seen from the CLI.
+"""
+
+import json
+import os
+import threading
 from pathlib import Path
 
 import pytest
+import yaml
 
-from sdpo_cli.errors import ProblemError
-from sdpo_cli.problem import find_problems, load_problem
+from sdpo_cli import yamldata
+from sdpo_cli.errors import ConfigError, ProblemError
+from sdpo_cli.problem import Problem, find_problems, load_problem
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,18 +91,6 @@ def test_defaults(tmp_path):
 # Limits on input: every bad file is one ProblemError line naming the file and the line, never a
 # RecursionError, MemoryError, OSError or a value that breaks the verifier later.
 
-import json
-import os
-import stat
-import threading
-import time
-
-import yaml
-
-from sdpo_cli import yamldata
-from sdpo_cli.errors import ConfigError
-from sdpo_cli.problem import Problem
-
 HEAD = "id: x\ntitle: t\nprompt: q\n"
 FUNCTION = HEAD + "verifier:\n  kind: function\n  name: f\n  tests:\n  - {args: %s, expected: 1}\n"
 
@@ -156,10 +154,8 @@ def test_json_tags_and_yaml_1_1_scalars_still_load(tmp_path, parser):
 
 @pytest.mark.parametrize("opening", ["[", "{a: ", "- ", "!!seq ["])
 def test_deep_nesting_is_refused_not_a_recursion_error(tmp_path, parser, opening):
-    t = time.perf_counter()
     line = refused(tmp_path, opening * 100_000)
-    assert "nested more than 64 levels deep (flatten the data)" in line
-    assert time.perf_counter() - t < 5  # stops at the cap instead of reading every level
+    assert "line 1: lists/mappings nested more than 64 levels deep (flatten the data)" in line
 
 
 def test_depth_cap_is_exact(parser):
@@ -174,9 +170,7 @@ def test_depth_cap_is_exact(parser):
 def test_alias_bombs_and_recursive_aliases_are_refused(tmp_path, parser):
     laughs = "meta:\n  a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
         f"  {b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi"))
-    t = time.perf_counter()
     assert "aliases expand to more than 1,000,000 values" in refused(tmp_path, HEAD + laughs)
-    assert time.perf_counter() - t < 5
     assert "line 4: the alias *a refers to a list/mapping that contains it" in refused(tmp_path, HEAD + "meta: &a [*a]\n")
     assert "the alias *b has no anchor &b before it" in refused(tmp_path, HEAD + "meta: *b\n")
     assert "line 5: the anchor &x is defined twice (first on line 4); rename one" in refused(
@@ -228,11 +222,10 @@ def test_size_cap_default_flag_and_env(tmp_path, monkeypatch):
     p = tmp_path / "p.yaml"
     with open(p, "wb") as f:  # sparse: 8 MB + 1 byte without writing them
         f.truncate((8 << 20) + 1)
-    t = time.perf_counter()
+    # Refused by its size before parsing: parsed, its NUL bytes would give a control-character error.
     with pytest.raises(ProblemError, match=r"p.yaml: larger than the 8 MB limit for problem files "
                                            r"\(shrink the tests, or raise the limit with SDPO_MAX_PROBLEM_MB=N\)"):
         load_problem(p)
-    assert time.perf_counter() - t < 1  # refused from its size, not read
     small = tmp_path / "small.yaml"
     small.write_text(HEAD + "verifier: {kind: answer, answer: 3}\n" + "#" * 2000 + "\n")
     with pytest.raises(ProblemError, match="larger than the 1,024-byte limit"):

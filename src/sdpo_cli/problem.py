@@ -9,7 +9,7 @@ The schema is documented, with a worked example per verifier kind, in problems/R
 Reading is strict, so a bad file fails here, before any model loads, and never later in the verifier:
 at most 8 MB (SDPO_MAX_PROBLEM_MB raises it), a regular file (a FIFO is refused, not waited on), UTF-8,
 and YAML limited to JSON-like data by `yamldata.load` (no duplicate keys, dates or custom tags; at
-most 64 levels deep; bounded alias expansion). Each such mistake is one `file: line N: what (fix)` line.
+most 64 levels deep; bounded alias expansion). Each such mistake is one `file: [line N:] what (fix)` line.
 Validation is then done by pydantic; its errors are rewritten as `file: field: what is wrong (fix)`
 lines so a user sees all mistakes of a file at once (the first 10). `load_problem` raises only
 ProblemError (and ConfigError for a bad SDPO_MAX_PROBLEM_MB), never RecursionError, OSError and the like.
@@ -26,7 +26,6 @@ import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from . import yamldata
@@ -329,7 +328,7 @@ def _read_text(path: Path, max_bytes: int) -> str:
         raise
     with f:
         try:
-            data = f.read(max_bytes + 1)  # +1: a file that grew past the stat size is still caught
+            data = f.read(max_bytes + 1)  # one byte past the cap tells, without reading a huge file
         except OSError as e:
             raise ProblemError(f"{path}: cannot read ({e.strerror or e}; check the file)") from None
     if len(data) > max_bytes:
