@@ -97,7 +97,7 @@ def test_numbers_per_problem_and_overall(two_problems):
 
 
 def test_best_of_k_mean_attempts_matches_the_papers_convention(tmp_path):
-    # SPEC §3.5 Table 10: best-of-k with one success in n = 2944 samples, capped at 2750 -> 1466.
+    # The paper's Table 10: best-of-k with one success in n = 2944 samples, capped at 2750 -> 1466.
     _bok_run(tmp_path, "q", 2944, 1, 2750)
     report, _ = build_report(tmp_path)
     assert round(report["problems"]["q"]["methods"]["best-of-k"]["mean_attempts"]) == 1466

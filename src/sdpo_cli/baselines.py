@@ -1,4 +1,4 @@
-"""The two baselines SDPO is measured against (SPEC §3.3-3.4): best-of-k and multi-turn.
+"""The two baselines SDPO is measured against (the paper's Sec. 5.1): best-of-k and multi-turn.
 
     for event in best_of_k(problem, cfg, session, run, n_samples=256):           # i.i.d. base samples
         ...

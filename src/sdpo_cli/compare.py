@@ -8,7 +8,7 @@
       report.json, curves.csv, discovery.png[, discovery_problems.png]   written by report.py
 
 Per problem: best-of-k once (n samples, first seed), then for every seed an SDPO run and a
-multi-turn run. Every method uses the same model, backend, sampling settings and budget (SPEC §3.3):
+multi-turn run. Every method uses the same model, backend, sampling settings and budget (attempts are counted alike):
 the resolved config is fixed when the comparison is created, and `--resume` refuses to change it.
 `--resume` continues the comparison in `--out`: finished runs are skipped, unfinished ones resumed
 from their checkpoint, and new seeds, baselines or problems given on the command line are added.

