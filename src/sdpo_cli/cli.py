@@ -85,7 +85,11 @@ def _expand(patterns: list[str]) -> list[Path]:
         if not hits:
             raise ConfigError(f"{console.safe(pat)}: no files match (check the pattern)")
         for h in hits:
-            paths.extend(find_problems(h))
+            found = find_problems(h)
+            if not found:
+                raise ConfigError(f"{console.safe(h)}: no *.yaml problem files in this folder (give problem files, "
+                                  "or a folder that holds them)")
+            paths.extend(found)
     return paths
 
 

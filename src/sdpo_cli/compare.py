@@ -160,9 +160,11 @@ def load_spec(out: Path) -> dict:
     if not path.is_file():
         raise RunDataError(f"{out}: not a comparison directory (no {SPEC_FILE}); give the --out of an earlier "
                            "`sdpo compare`")
+    from . import yamldata
+
     try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        spec = yamldata.load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yamldata.YamlDataError):
         spec = None
     keys = {"problem_ids": list, "methods": list, "seeds": list, "samples": int, "variant": str, "config": dict}
     if not isinstance(spec, dict) or any(not isinstance(spec.get(k), t) for k, t in keys.items()):

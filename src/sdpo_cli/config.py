@@ -252,16 +252,17 @@ MAX_CONFIG_BYTES = 1 << 20
 
 
 def _read_yaml(path: Path) -> Any:
-    import yaml
+    """A config file as plain data, read like problem files (yamldata: no duplicate keys, dates or tags)."""
+    from . import yamldata
 
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file (check --config)")
     if path.stat().st_size > MAX_CONFIG_BYTES:
         raise ConfigError(f"{path}: {path.stat().st_size} bytes; a config file is a few lines of option: value")
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, RecursionError) as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0][:120]}); fix the syntax") from None
+        return yamldata.load(path.read_text(encoding="utf-8"))
+    except yamldata.YamlDataError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file (save it as UTF-8)") from None
 

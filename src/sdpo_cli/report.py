@@ -37,7 +37,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from . import console
 from .errors import RunDataError

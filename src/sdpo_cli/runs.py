@@ -131,10 +131,12 @@ class RunDir:
     @property
     def header(self) -> dict:
         """config.yaml, checked for the keys every reader needs (RunDataError when it is damaged)."""
+        from . import yamldata
+
         where = self.path / "config.yaml"
         try:
-            head = yaml.safe_load(where.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as e:
+            head = yamldata.load(where.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yamldata.YamlDataError) as e:
             raise RunDataError(f"{where}: unreadable ({type(e).__name__}); this run's records are damaged: "
                                "restore the file or start a new run") from None
         if not (isinstance(head, dict) and isinstance(head.get("method"), str)

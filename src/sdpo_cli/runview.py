@@ -29,7 +29,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
 KEEP = 20  # attempts kept per run and kind: the first successes and the last failures
 
@@ -51,9 +50,11 @@ def iter_jsonl(path: Path) -> Iterator[dict]:
 
 
 def read_yaml(path: Path) -> dict | None:
+    from .yamldata import YamlDataError, load
+
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        data = load(path.read_text(encoding="utf-8"))
+    except (OSError, YamlDataError, UnicodeDecodeError):
         return None
     return data if isinstance(data, dict) else None
 
