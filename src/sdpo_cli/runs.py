@@ -137,7 +137,8 @@ class RunDir:
         try:
             head = yamldata.load(where.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yamldata.YamlDataError) as e:
-            raise RunDataError(f"{where}: unreadable ({type(e).__name__}); this run's records are damaged: "
+            why = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+            raise RunDataError(f"{where}: unreadable ({why}); this run's records are damaged: "
                                "restore the file or start a new run") from None
         if not (isinstance(head, dict) and isinstance(head.get("method"), str)
                 and isinstance(head.get("problem_id"), str) and isinstance(head.get("seed"), int)
@@ -207,10 +208,9 @@ class RunDir:
             raise RunDataError(f"{p}: {what}; {fix}")
 
         try:
-            make_config(head["config"], source=str(p / "config.yaml"))
+            make_config(head["config"], source="config.yaml")
         except ConfigError as e:
-            bad(f"config.yaml: {e.lines[0]}", "the saved configuration was edited or is damaged: restore it, "
-                "or start a new run")
+            bad(e.lines[0], "the saved configuration was edited or is damaged: restore it, or start a new run")
         if head.get("config_sha256") and config_sha256(head["config"]) != head["config_sha256"]:
             bad("config.yaml's config was edited after the run started (its hash differs)",
                 "a run keeps its configuration: restore it, or start a new run with the new settings")
@@ -222,7 +222,7 @@ class RunDir:
                 "config.yaml)", "put the original problem.yaml back, or start a new run for the new problem")
         ck = self.checkpoint()
         last = ck["step"] if ck else -1
-        counts = {}
+        counts, later = {}, 0
         for name in ("attempts.jsonl", "steps.jsonl"):
             f = p / name
             if f.exists() and not f.is_file():
@@ -231,6 +231,10 @@ class RunDir:
             if bad_line is not None:
                 bad(f"{name}: line {bad_line} is not a JSON record (the file was edited or damaged)")
             counts[name] = sum(1 for r in recs if r["step"] <= last)
+            later = max([later] + [r["step"] for r in recs])
+        if later > last + 1:  # records of a step can only exist once every earlier step was committed
+            bad(f"records of step {later} exist but checkpoint.json " +
+                (f"ends at step {last}" if ck else "is missing"))
         if ck:
             if counts["attempts.jsonl"] != ck["attempts_used"]:
                 bad(f"attempts.jsonl holds {counts['attempts.jsonl']} attempts of the committed steps 0..{last}, "
