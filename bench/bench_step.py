@@ -1,7 +1,7 @@
 """Per-step time split of `sdpo solve` on CPU and the SDPO overhead ratio, interleaved over rounds.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_step.py [--problem problems/stdio_second_largest.yaml]
-        [--rounds 3] [--steps 2] [--batch-size 8] [--max-new-tokens 192] [--dtype auto]
+        [--rounds 3] [--steps 2] [--batch-size 8] [--max-new-tokens 192] [--dtype auto] [--micro-batch-tokens N]
 
 Each round runs `--steps` SDPO steps with a fresh adapter (default model, the defaults of `sdpo solve`,
 a problem the model does not solve, so every step samples, verifies and updates), then `--steps`
@@ -21,35 +21,35 @@ import tempfile
 import time
 from pathlib import Path
 
-from sdpo_cli.config import SolveConfig
-from sdpo_cli.model import encode_chat, load_model
-from sdpo_cli.problem import load_problem
-from sdpo_cli.runs import RunDir
-from sdpo_cli.sampling import SamplingParams
-from sdpo_cli.sampling.hf import HFSampler
-from sdpo_cli.trainer import Session, solve
-
 KEYS = ["time_sample_s", "time_verify_s", "time_forward_s", "time_backward_s", "time_optimizer_s", "time_step_s"]
 
 
-def one_round(problem, session: Session, steps: int, seed: int) -> dict:
-    g = session.cfg.batch_size
-    session.cfg.budget = steps * g
-    session.cfg.seed = seed
-    run = RunDir.create(Path(tempfile.mkdtemp()), problem, "sdpo", seed, session.cfg.to_dict())
+def one_round(problem, cfg, session, steps: int) -> dict:
+    from sdpo_cli.attempt import batch_seed
+    from sdpo_cli.events import Step
+    from sdpo_cli.model import encode_chat
+    from sdpo_cli.runs import RunDir
+    from sdpo_cli.sampling import SamplingParams
+    from sdpo_cli.sampling.hf import HFSampler
+    from sdpo_cli.trainer import sdpo
+
+    g = cfg.batch_size
+    cfg = cfg.replace(budget=steps * g)
+    run = RunDir.create(Path(tempfile.mkdtemp()), problem, "sdpo", cfg.seed, cfg.to_dict())
     t0 = time.perf_counter()
-    recs = [e for e in solve(problem, session, run) if e["type"] == "step"]
+    recs = [ev.record for ev in sdpo(problem, cfg, session, run) if isinstance(ev, Step)]
     sdpo_s = time.perf_counter() - t0
     n_sdpo = sum(r["n_attempts"] for r in recs)
     sdpo_len = statistics.fmean(a["n_tokens"] for a in run.attempts())
 
-    sampler = HFSampler(session.model, session.tokenizer)  # the LoRA was unloaded: the base model
+    sampler = HFSampler(session.model, session.tokenizer)  # the base model (the LoRA was removed)
     prompt = encode_chat(session.tokenizer, problem.messages())
     t0 = time.perf_counter()
     plain_len = []
-    for k in range(steps):
-        comps = sampler.sample(prompt, g, SamplingParams(max_new_tokens=session.cfg.max_new_tokens,
-                                                         seed=seed * 1_000_003 + k))
+    for k in range(steps):  # the seeds best-of-k would use
+        comps = sampler.sample(prompt, g, SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p,
+                                                         max_new_tokens=cfg.max_new_tokens,
+                                                         seed=batch_seed("best-of-k", cfg.seed, k)))
         plain_len += [len(c.token_ids) for c in comps]
     plain_s = time.perf_counter() - t0
     split = {k: statistics.fmean(r.get(k, 0.0) for r in recs) for k in KEYS}
@@ -69,23 +69,29 @@ def main():
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--max-new-tokens", type=int, default=None)
-    ap.add_argument("--dtype", default="auto", help="base-weight dtype: auto, fp32, bf16")
+    ap.add_argument("--dtype", default=None, help="base-weight dtype: auto, fp32, bf16 [auto]")
+    ap.add_argument("--micro-batch-tokens", type=int, default=None)
     a = ap.parse_args()
+
+    from sdpo_cli.config import resolve_config
+    from sdpo_cli.problem import load_problem
+    from sdpo_cli.session import load_session
+
     problem = load_problem(a.problem)
-    cfg = SolveConfig(batch_size=a.batch_size, max_new_tokens=a.max_new_tokens, dtype=a.dtype)
-    model, tok = load_model(cfg.model, device="cpu", dtype=a.dtype)
-    session = Session(cfg, model=model, tokenizer=tok)
+    cfg = resolve_config(flag_values={"batch_size": a.batch_size, "max_new_tokens": a.max_new_tokens,
+                                      "dtype": a.dtype, "micro_batch_tokens": a.micro_batch_tokens, "device": "cpu"})
+    session = load_session(cfg)
     rounds = []
     for r in range(a.rounds):
-        res = one_round(problem, session, a.steps, seed=r)
+        res = one_round(problem, cfg.replace(seed=cfg.seed + r), session, a.steps)
         rounds.append(res)
         print(f"round {r + 1}: SDPO {res['sdpo_per_attempt']:.2f} s/attempt ({res['sdpo_len']:.0f} tokens), plain "
               f"{res['plain_per_attempt']:.2f} s/attempt ({res['plain_len']:.0f} tokens), overhead ratio "
               f"{res['ratio']:.2f}x; step: " + ", ".join(f"{k[5:-2]} {res[k]:.1f} s" for k in KEYS)
               + (" (a step solved it: fewer updates)" if res["solved"] else ""), flush=True)
-    c = session.cfg
-    print(f"\n{c.model}, dtype {next(model.parameters()).dtype}, G={c.batch_size}, max_new_tokens={c.max_new_tokens}, "
-          f"micro-batch {c.micro_batch_tokens} tokens, {a.rounds} rounds x {a.steps} steps; min/median/max")
+    dtype = next(session.model.parameters()).dtype
+    print(f"\n{cfg.model}, {dtype}, G={cfg.batch_size}, max_new_tokens={cfg.max_new_tokens}, micro-batch "
+          f"{cfg.micro_batch_tokens} tokens, {a.rounds} rounds x {a.steps} steps; min/median/max")
     print(f"  overhead ratio {_mmm([x['ratio'] for x in rounds])}x  (SDPO {_mmm([x['sdpo_per_attempt'] for x in rounds])}"
           f" s/attempt, plain {_mmm([x['plain_per_attempt'] for x in rounds])} s/attempt)")
     for k in KEYS:

@@ -94,7 +94,7 @@ def load_batch(path: Path):
 def worker(variant: str, path: Path, updates: int) -> dict:
     import torch
 
-    from sdpo_cli.config import SolveConfig
+    from sdpo_cli.config import resolve_config
     from sdpo_cli.model import attach_lora, configure_threads, load_model
     from sdpo_cli.update import SDPOUpdater
 
@@ -104,7 +104,8 @@ def worker(variant: str, path: Path, updates: int) -> dict:
     model, tok = load_model(json.loads(path.read_text())["model"], device="cpu", dtype=dtype)
     torch.manual_seed(0)
     peft = attach_lora(model, rank=16, alpha=32)
-    cfg = SolveConfig(dtype=dtype, micro_batch_tokens=int(budget), grad_checkpointing="ckpt" in flags).resolve("cpu")
+    cfg = resolve_config(flag_values={"device": "cpu", "dtype": dtype, "micro_batch_tokens": int(budget),
+                                      "grad_checkpointing": "ckpt" in flags})
     upd = SDPOUpdater(peft, tok, cfg)
     upd.share_prefixes = "noshare" not in flags
     rss_before = _status_kib("VmRSS")

@@ -106,7 +106,7 @@ def run_size(size: str, a) -> dict:
     import torch
 
     from sdpo_cli.attempt import Attempt
-    from sdpo_cli.config import SolveConfig
+    from sdpo_cli.config import resolve_config
     from sdpo_cli.model import attach_lora, encode_chat
     from sdpo_cli.problem import Problem
     from sdpo_cli.sampling import SamplingParams
@@ -120,8 +120,9 @@ def run_size(size: str, a) -> dict:
     torch.manual_seed(0)
     model = build_model(size, dev, torch.bfloat16 if a.dtype == "bf16" else torch.float32)
     n_params = sum(p.numel() for p in model.parameters())
-    cfg = SolveConfig(device=dev, batch_size=a.g, max_new_tokens=a.tokens, dtype=a.dtype,
-                      micro_batch_tokens=a.micro_batch_tokens, grad_checkpointing=a.grad_checkpointing).resolve(dev)
+    cfg = resolve_config(flag_values={"device": dev, "batch_size": a.g, "max_new_tokens": a.tokens, "dtype": a.dtype,
+                                      "micro_batch_tokens": a.micro_batch_tokens,
+                                      "grad_checkpointing": a.grad_checkpointing})
     peft = attach_lora(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha)
     updater = SDPOUpdater(peft, tok, cfg)
     problem = Problem.model_validate({"id": "bench", "title": "bench", "prompt": PROMPT,

@@ -56,7 +56,7 @@ def test_function_class_solution_and_plain_function():
     fn = "def twoSum(nums, target):\n    print('debug line')\n    return (0, 1)"  # tuple == list after JSON
     v = verify(p, code(fn))
     assert v.n_passed == 2 and "Debug Output\ndebug line" in v.feedback
-    assert "Hidden Tests: passed 0 of 1" in v.feedback and "[1, 5, 9, -2]" not in v.feedback
+    assert "Hidden Tests" not in v.feedback and "[1, 5, 9, -2]" not in v.feedback  # a visible test failed
 
 
 def test_function_missing_name_is_a_runtime_error():

@@ -17,9 +17,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from sdpo_cli.cli import app
-from sdpo_cli.compare import existing_runs, plan, prepare
-from sdpo_cli.config import SolveConfig
+from sdpo_cli.compare import plan_jobs, prepare
+from sdpo_cli.config import fill_auto, make_config
 from sdpo_cli.errors import ConfigError
+from sdpo_cli.runner import existing_runs
 from sdpo_cli.runs import find_runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,10 +165,10 @@ def test_resume_refuses_to_change_the_settings(compared, setup):
 
 def test_prepare_validates_before_writing(tmp_path, compared):
     out, _ = compared
-    values = SolveConfig(budget=4, device="cpu").__dict__
+    cfg = fill_auto(make_config(dict(budget=4, device="cpu")))
     problem = [ROOT / "problems/answer_arith.yaml"]
     kw = dict(resume=False, baselines=None, seeds=None, samples=None, variant=None, window_tokens=None,
-              cfg_values=values, given=set())
+              cfg=cfg, given=set())
     with pytest.raises(ConfigError, match="already exists"):
         prepare(problem, out=out, **kw)
     with pytest.raises(ConfigError, match="--baseline"):
@@ -179,15 +180,21 @@ def test_prepare_validates_before_writing(tmp_path, compared):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
-def test_plan_runs_best_of_k_once_then_seed_by_seed(tmp_path):
-    values = SolveConfig(budget=4, device="cpu").__dict__
+def test_plan_runs_problem_by_problem_with_multi_turn_seeds_together(tmp_path):
+    from sdpo_cli.runner import group_jobs
+
+    cfg = fill_auto(make_config(dict(budget=4, device="cpu")))
     out, spec, problems = prepare([ROOT / "problems/answer_arith.yaml", ROOT / "problems/function_two_sum.yaml"],
                                   out=tmp_path / "c", resume=False, baselines=["multi-turn"], seeds=2, samples=None,
-                                  variant=None, window_tokens=None, cfg_values=values, given=set())
+                                  variant=None, window_tokens=None, cfg=cfg, given=set())
     assert spec["methods"] == ["sdpo", "multi-turn"] and spec["samples"] == 4 and spec["seeds"] == [0, 1]
-    assert [j.key for j in plan(spec, problems)] == [
-        ("answer-apples", "sdpo", 0), ("answer-apples", "multi-turn", 0),
-        ("function-two-sum", "sdpo", 0), ("function-two-sum", "multi-turn", 0),
-        ("answer-apples", "sdpo", 1), ("answer-apples", "multi-turn", 1),
-        ("function-two-sum", "sdpo", 1), ("function-two-sum", "multi-turn", 1)]
+    jobs, finished = plan_jobs(out, spec, problems)
+    assert finished == 0 and [j.key for j in jobs] == [
+        ("answer-apples", "multi-turn", 0), ("answer-apples", "multi-turn", 1),
+        ("answer-apples", "sdpo", 0), ("answer-apples", "sdpo", 1),
+        ("function-two-sum", "multi-turn", 0), ("function-two-sum", "multi-turn", 1),
+        ("function-two-sum", "sdpo", 0), ("function-two-sum", "sdpo", 1)]
+    # Multi-turn chains of one problem run as one batched unit; everything else alone.
+    assert [[tuple(j.key) for j in g] for g in group_jobs(jobs)][:2] == [
+        [("answer-apples", "multi-turn", 0), ("answer-apples", "multi-turn", 1)], [("answer-apples", "sdpo", 0)]]
     assert not list((out / "runs").iterdir())

@@ -40,9 +40,20 @@ def test_runtime_error_beats_wrong_answer_and_shows_line_and_input():
     )
 
 
-def test_time_limit_shows_input():
+def test_time_limit_shows_input_and_debug_output():
     v = verdict(TestOutcome(0, "time_limit", input="10\n"), status="time_limit")
     assert feedback_text(v, STDIO) == "Time Limit Exceeded\n\nLast Executed Input\n10"
+    v = verdict(TestOutcome(0, "time_limit", input="10\n", debug="step 1\nstep 2\n"), status="time_limit")
+    assert feedback_text(v, STDIO) == "Time Limit Exceeded\n\nLast Executed Input\n10\n\nDebug Output\nstep 1\nstep 2"
+
+
+def test_hidden_failures_are_not_mentioned_when_a_visible_test_fails():
+    """As the official feedback: only the failing tests it shows; hidden ones add nothing."""
+    v = verdict(
+        TestOutcome(0, "wrong_answer", input="1\n", output="2\n", expected="1\n"),
+        TestOutcome(1, "wrong_answer", hidden=True, input="SECRET-INPUT", output="x", expected="SECRET-EXPECTED"),
+    )
+    assert feedback_text(v, STDIO) == "Test Case 1: Wrong Answer\n\nInput\n1\n\nOutput\n2\n\nExpected\n1"
 
 
 def test_hidden_tests_give_counts_only():
@@ -72,15 +83,24 @@ def test_answer_feedback_never_reveals_the_answer():
     assert "20" not in text
 
 
-def test_caps_per_field_and_total():
-    long_in = "\n".join(str(i) for i in range(50))
+def test_caps_as_the_official_format_test_feedback():
+    long_in = "\n".join(str(i) * (300 if i == 0 else 1) for i in range(50))
     v = verdict(TestOutcome(0, "wrong_answer", input=long_in, output="y" * 1000, expected="z" * 1000,
-                            debug="\n".join("d" * 500 for _ in range(40))))
+                            debug="\n".join(f"line {i}" for i in range(15))))
     text = feedback_text(v, STDIO)
-    assert "0\n1\n2\n3\n4\n5\n6\n7\n..." in text and "\n8\n" not in text  # 8 input lines
-    assert "y" * 250 + "..." in text and "y" * 251 not in text
-    assert len(text) <= 2003
-    assert max(len(ln) for ln in text.split("\n")) <= 303
+    # Input: the first 8 lines, each cut at 250 characters ("..." appended), then how many are left.
+    assert "Input\n" + "0" * 250 + "...\n1\n2\n3\n4\n5\n6\n7\n... (42 more lines)\n\nOutput" in text
+    assert "Output\n" + "y" * 250 + "...\n\nExpected\n" + "z" * 250 + "...\n" in text
+    # Debug output: the FIRST 10 lines, then how many are left.
+    assert text.endswith("Debug Output\n" + "\n".join(f"line {i}" for i in range(10)) + "\n... (5 more lines)")
+
+
+def test_long_debug_lines_and_the_hard_total_cut():
+    v = verdict(*[TestOutcome(i, "wrong_answer", input="x" * 200, output="y" * 249, expected="z",
+                              debug="\n".join("d" * 500 for _ in range(12))) for i in range(2)])
+    text = feedback_text(v, STDIO)
+    assert "d" * 300 + "...\n" in text and "d" * 301 not in text
+    assert len(text) == 2000 and not text.endswith("...")  # cut hard at 2000, no ellipsis
 
 
 def test_passed_gives_empty_feedback():

@@ -344,3 +344,40 @@ def test_cuda_merged_sampling_keeps_weights_and_matches_the_adapter(tiny_model, 
         want = torch.log_softmax(logits, -1).gather(1, torch.tensor(c.token_ids, device="cuda")[:, None]).squeeze(1)
         tol = 1e-4 if dtype == torch.float32 else 3e-2
         torch.testing.assert_close(torch.tensor(c.logprobs), want.cpu(), atol=tol, rtol=0)
+def test_one_request_equals_transformers_own_seeded_sampling(tiny_model, prompt_ids):
+    """sample() draws exactly what generate(do_sample=True) draws after torch.manual_seed(seed)."""
+    from transformers import GenerationConfig
+
+    model, tok = tiny_model
+    params = SamplingParams(max_new_tokens=12, seed=11, temperature=0.9)
+    ours = HFSampler(model, tok).sample(prompt_ids, 3, params)
+    ids = torch.tensor([prompt_ids] * 3)
+    with torch.random.fork_rng():
+        torch.manual_seed(11)
+        cfg = GenerationConfig(do_sample=True, temperature=0.9, top_k=0, top_p=1.0, max_new_tokens=12,
+                               eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+        ref = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=cfg)
+    for c, row in zip(ours, ref[:, len(prompt_ids):].tolist()):
+        assert c.token_ids == row[: len(c.token_ids)]
+
+
+def test_requests_batched_together_get_what_they_get_alone(tiny_model, prompt_ids):
+    """Prompts of different lengths (left-padded), each with its own seed and n, in one generate call."""
+    from sdpo_cli.model import encode_chat
+    from sdpo_cli.sampling import SampleRequest
+
+    model, tok = tiny_model
+    s = HFSampler(model, tok)
+    other = encode_chat(tok, [{"role": "user", "content": "A much longer question, with several more words in it?"}])
+    assert len(other) != len(prompt_ids)
+    requests = [SampleRequest(prompt_ids, 2, SamplingParams(max_new_tokens=16, seed=1)),
+                SampleRequest(other, 1, SamplingParams(max_new_tokens=16, seed=2)),
+                SampleRequest(prompt_ids, 1, SamplingParams(max_new_tokens=16, seed=3))]
+    together = s.sample_many(requests)
+    alone = [s.sample(r.prompt_ids, r.n, r.params) for r in requests]
+    assert [[c.token_ids for c in cs] for cs in together] == [[c.token_ids for c in cs] for cs in alone]
+    for cs_t, cs_a in zip(together, alone):
+        for t, a in zip(cs_t, cs_a):
+            assert t.truncated == a.truncated and t.text == a.text
+            assert torch.allclose(torch.tensor(t.logprobs), torch.tensor(a.logprobs), atol=1e-5)
+    assert len({tuple(c.token_ids) for cs in together for c in cs}) > 1  # really different samples

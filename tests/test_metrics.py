@@ -56,7 +56,7 @@ def test_pass_at_k_edge_cases():
 
 
 def test_pass_at_k_is_stable_at_paper_scale():
-    # n = 2944 rollouts (SPEC §3.3) would overflow naive binomials; the curve must stay in [0, 1],
+    # n = 2944 rollouts (the paper's best-of-k) would overflow naive binomials; the curve must stay in [0, 1],
     # be monotone, agree with the scalar estimator, and match c/n at k = 1.
     ks = np.arange(0, 2945)
     curve = pass_at_k_curve(2944, 3, ks)
@@ -166,7 +166,7 @@ def test_attempts_to_reach():
 
 
 def test_metrics_does_not_import_torch():
-    # report.py must work without the training stack (STYLE.md §3), so metrics must not pull in torch.
+    # report.py must work without the training stack (sdpo report on a laptop), so metrics must not pull in torch.
     code = "import sys, sdpo_cli.metrics; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sdpo_cli.errors import ConfigError, RunError
+from sdpo_cli.errors import ConfigError, RunDataError
 from sdpo_cli.problem import Problem
 from sdpo_cli.report import build_report, parse_levels, write_outputs
 from sdpo_cli.runs import RunDir
@@ -97,7 +97,7 @@ def test_numbers_per_problem_and_overall(two_problems):
 
 
 def test_best_of_k_mean_attempts_matches_the_papers_convention(tmp_path):
-    # SPEC §3.5 Table 10: best-of-k with one success in n = 2944 samples, capped at 2750 -> 1466.
+    # The paper's Table 10: best-of-k with one success in n = 2944 samples, capped at 2750 -> 1466.
     _bok_run(tmp_path, "q", 2944, 1, 2750)
     report, _ = build_report(tmp_path)
     assert round(report["problems"]["q"]["methods"]["best-of-k"]["mean_attempts"]) == 1466
@@ -141,9 +141,9 @@ def test_unfinished_runs_are_skipped_with_a_note(two_problems):
 
 
 def test_no_runs_is_an_error(tmp_path):
-    with pytest.raises(RunError, match="no finished runs"):
+    with pytest.raises(RunDataError, match="no finished runs"):
         build_report(tmp_path)
-    with pytest.raises(RunError, match="no such directory"):
+    with pytest.raises(RunDataError, match="no such directory"):
         build_report(tmp_path / "missing")
 
 

@@ -14,13 +14,14 @@ import pytest
 import torch
 
 from sdpo_cli.attempt import Attempt
-from sdpo_cli.config import SolveConfig
+from sdpo_cli.config import make_config
 from sdpo_cli.model import attach_lora, encode_chat
 from sdpo_cli.problem import Problem
 from sdpo_cli.runs import RunDir
 from sdpo_cli.sampling import Completion, SamplingParams
 from sdpo_cli.sampling.hf import HFSampler
-from sdpo_cli.trainer import Session, solve
+from sdpo_cli.session import Session
+from sdpo_cli.trainer import sdpo
 from sdpo_cli.update import SDPOUpdater, teacher_messages
 from sdpo_cli.verify import Verdict
 
@@ -46,7 +47,7 @@ def test_positions_line_up_with_the_sampled_tokens(fresh_tiny_model):
     peft = attach_lora(model, rank=4, alpha=8)
     prompt = encode_chat(tok, PROBLEM.messages())
     comps = HFSampler(peft, tok).sample(prompt, 2, SamplingParams(max_new_tokens=10, seed=1))
-    upd = SDPOUpdater(peft, tok, SolveConfig(teacher="base", **CFG).resolve("cpu"))
+    upd = SDPOUpdater(peft, tok, make_config(dict(teacher="base", **CFG)))
     for c in comps:
         with torch.no_grad():
             logits = upd._response_logits(prompt, c.token_ids, teacher=False)
@@ -68,7 +69,7 @@ def _attempts(tok, texts, feedback="Wrong Answer"):
 def test_one_update_changes_only_the_student_lora_and_moves_the_ema(fresh_tiny_model):
     model, tok = fresh_tiny_model
     peft = attach_lora(model, rank=4, alpha=8)
-    cfg = SolveConfig(teacher="ema", ema_rate=0.5, **CFG).resolve("cpu")
+    cfg = make_config(dict(teacher="ema", ema_rate=0.5, **CFG))
     upd = SDPOUpdater(peft, tok, cfg)
     before = {n: p.detach().clone() for n, p in peft.named_parameters()}
     stats = upd.update(PROBLEM, encode_chat(tok, PROBLEM.messages()), _attempts(tok, ["print(4)", "x = 1"]))
@@ -86,7 +87,7 @@ def test_one_update_changes_only_the_student_lora_and_moves_the_ema(fresh_tiny_m
 def test_no_feedback_means_no_update(fresh_tiny_model):
     model, tok = fresh_tiny_model
     peft = attach_lora(model, rank=4, alpha=8)
-    upd = SDPOUpdater(peft, tok, SolveConfig(**CFG).resolve("cpu"))
+    upd = SDPOUpdater(peft, tok, make_config(CFG))
     stats = upd.update(PROBLEM, encode_chat(tok, PROBLEM.messages()), _attempts(tok, ["a", "b"], feedback=""))
     assert stats["active_sequences"] == 0 and not stats["updated"] and stats["loss"] == 0
 
@@ -97,12 +98,13 @@ def test_solve_with_scripted_sampler_finds_the_known_success(fresh_tiny_model, t
     script = tmp_path / "script.json"
     script.write_text(json.dumps(["no code"] * 4 + ["```python\nprint(5)\n```"]))
     monkeypatch.setenv("SDPO_SCRIPT", str(script))
-    session = Session(SolveConfig(backend="scripted", teacher=teacher, **CFG), model=model, tokenizer=tok)
-    run = RunDir.create(tmp_path / "runs", PROBLEM, "sdpo", 0, session.cfg.to_dict())
-    events = list(solve(PROBLEM, session, run))
-    done = events[-1]
+    cfg = make_config(dict(backend="scripted", teacher=teacher, **CFG))
+    session = Session(model, tok, backend="scripted")
+    run = RunDir.create(tmp_path / "runs", PROBLEM, "sdpo", 0, cfg.to_dict())
+    events = list(sdpo(PROBLEM, cfg, session, run))
+    done = events[-1].summary
     assert done["solved"] and done["discovery_index"] == 5 and done["attempts_used"] == 6
-    assert [e["step"] for e in events if e["type"] == "step"] == [0, 1]
+    assert [e.record["step"] for e in events if type(e).__name__ == "Step"] == [0, 1]
     recs = run.attempts()
     assert [r["attempt"] for r in recs] == [1, 2, 3, 4, 5, 6] and recs[4]["passed"]
     assert recs[0]["feedback"].startswith("Incorrect Format")
@@ -229,9 +231,9 @@ def test_every_update_knob_changes_the_update(tiny_model, knob, value):
     def run(**kw):
         model, tok = copy.deepcopy(tiny_model[0]), tiny_model[1]
         torch.manual_seed(0)
-        cfg = SolveConfig(**{**BASE_KNOBS, **({"adv_clip": None} if kw.get("alpha", 1) != 1 else {}), **kw})
+        cfg = make_config({**BASE_KNOBS, **({"adv_clip": None} if kw.get("alpha", 1) != 1 else {}), **kw})
         peft = attach_lora(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha)
-        upd = SDPOUpdater(peft, tok, cfg.resolve("cpu"), rollout_correction=True)
+        upd = SDPOUpdater(peft, tok, cfg, rollout_correction=True)
         atts = _attempts(tok, ["print(4)", "x = 1 + 2"])
         for a in atts:  # sampler log-probs far below the trainer's: rollout weights hit the IS clip
             a.completion.logprobs = [-30.0] * len(a.completion.token_ids)

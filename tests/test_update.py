@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sdpo_cli.attempt import Attempt
-from sdpo_cli.config import SolveConfig
+from sdpo_cli.config import make_config
 from sdpo_cli.model import attach_lora, encode_chat
 from sdpo_cli.problem import Problem
 from sdpo_cli.sampling import Completion
@@ -91,8 +91,8 @@ def _updater(peaked_model, *, dtype=torch.float32, lora_seed=1, **cfg):
         for n, p in peft.named_parameters():
             if "lora_B" in n and ".default." in n:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
-    base = dict(lora_rank=4, lora_alpha=8, lr=1e-2, grad_clip=1e9, device=device)
-    cfg = SolveConfig(**{**base, **cfg}).resolve(device)
+    base = dict(lora_rank=4, lora_alpha=8, lr=1e-2, grad_clip=1e6, device=device)  # no clipping
+    cfg = make_config({**base, **cfg})
     return SDPOUpdater(peft, tok, cfg, rollout_correction=True), tok
 
 

@@ -186,7 +186,7 @@ def test_samples_follow_each_adapter_update(engine, hf, tmp_path):
 
     # Serving an older directory again gives its own weights back.
     assert first_tokens(step1) == [banana, banana]
-    # The stale-adapter trap (PEERS §B.2): step1 is rewritten in place with the cherry weights;
+    # The stale-adapter trap (vllm#42125): step1 is rewritten in place with the cherry weights;
     # the same path must not be served from vLLM's cache of the banana adapter.
     # (save_adapter writes a new file and renames it into place: a new inode, so a new fingerprint.)
     save_adapter(peft_model, step1)

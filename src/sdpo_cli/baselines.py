@@ -1,15 +1,16 @@
-"""The two baselines SDPO is measured against (SPEC §3.3-3.4): best-of-k and multi-turn.
+"""The two baselines SDPO is measured against (the paper's Sec. 5.1): best-of-k and multi-turn.
 
-    for event in best_of_k(problem, session, run, n_samples=256):           # i.i.d. base-model samples
+    for event in best_of_k(problem, cfg, session, run, n_samples=256):           # i.i.d. base samples
         ...
-    for event in multi_turn(problem, session, run, variant="feedback_only"):  # retry with feedback
+    for event in multi_turn(problem, cfg, session, run, variant="feedback_only"):  # retry with feedback
         ...
 
-Both sample from the UNCHANGED base model (no LoRA; `trainer.solve` unloads its adapter when it
-ends), go through the one attempt path (`attempt.attempt_batch`), and write a normal run directory
-through `runs.RunDir`, so an attempt is counted exactly as in SDPO. Both yield events shaped like
-`trainer.solve`'s ("start", one "step" per batch or turn, "done") and write summary.json with the same
-keys (method "best-of-k" / "multi-turn"), plus their own extras.
+Both sample from the UNCHANGED base model (no LoRA: SDPO's adapter lives only inside
+`session.lora()`), go through the one attempt path (`attempt.attempt_batch`), and write a normal run
+directory through `runs.RunDir`, so an attempt is counted exactly as in SDPO. Both yield the same
+typed events as `trainer.sdpo` (Start, one Step per batch or turn, Done) and write summary.json with the
+same keys (method "best-of-k" / "multi-turn", attempt.summary), plus their own extras. Each method
+samples from its own seed range (attempt.batch_seed).
 
   * best-of-k: `n_samples` (>= budget) i.i.d. samples in batches of `cfg.batch_size`, one seed per
     batch. It does NOT stop at the first success: the unbiased pass@k estimator needs n and the
@@ -35,19 +36,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
-from .attempt import Attempt, attempt_batch
+from .attempt import Attempt, batch_seed, batch_stats, mark_interrupted, summary, verify_completions, write_solution
 from .errors import ConfigError, RunError
+from .events import Done, JobKey, Start, Step
 from .feedback import multiturn_prompt, multiturn_prompt_attempt_and_feedback, trim_window
-from .runs import RunDir, versions
-from .sampling import SamplingParams
+from .runs import RunDir
+from .sampling import SampleRequest, SamplingParams, sample_batched
 
 VARIANTS = ("feedback_only", "attempt_and_feedback")
-
-
-def batch_seed(seed: int, step: int) -> int:
-    """The sampling seed of one batch/turn: the same formula as trainer.solve, so runs are reproducible."""
-    return seed * 1_000_003 + step
 
 
 def default_window(model, max_new_tokens: int) -> int | None:
@@ -63,55 +61,41 @@ def _base_model(session):
     model = session.model
     if getattr(model, "peft_config", None):
         raise RunError("baselines sample from the base model, but the session's model still has a LoRA adapter "
-                       "(a solve() was not finished); start a new Session")
+                       "(a session.lora() block did not end)")
     return model
-
-
-def _batch_stats(attempts: list[Attempt]) -> dict:
-    """The per-step fields every method records (same names as trainer.solve's steps.jsonl)."""
-    lengths = sorted(len(a.completion.token_ids) for a in attempts)
-    pick = lambda q: lengths[min(len(lengths) - 1, int(q * len(lengths)))]  # noqa: E731
-    return {"n_attempts": len(attempts), "n_passed": sum(a.passed for a in attempts),
-            "best_passed": max(a.verdict.n_passed for a in attempts), "len_p10": pick(0.1), "len_p50": pick(0.5),
-            "len_p90": pick(0.9), "distinct_answers": len({(a.verdict.answer or "").strip() for a in attempts}),
-            "truncated": sum(a.completion.truncated for a in attempts)}
-
-
-def _summary(problem, cfg, run: RunDir, method: str, status: str, solved_at, used: int, best: int, wall: float,
-             **extra) -> dict:
-    """summary.json: trainer.solve's keys, then the method's extras."""
-    return {"run": str(run.path), "problem_id": problem.id, "problem_file": str(problem.path), "method": method,
-            "status": status, "solved": status == "solved", "discovery_index": solved_at, "attempts_used": used,
-            "budget": cfg.budget, "best_tests_passed": best, "n_tests": problem.n_tests,
-            "wall_time_s": round(wall, 2), "seed": cfg.seed, "versions": versions(), **extra}
-
-
-def _write_solution(run: RunDir, problem, attempt: Attempt) -> None:
-    ext = "py" if problem.kind in ("stdio", "function") else "txt"
-    run.write_solution(attempt.verdict.answer or attempt.completion.text, ext)
 
 
 # --------------------------------------------------------------------------------------------------
 # best-of-k
 
 
-def best_of_k(problem, session, run: RunDir, n_samples: int | None = None, *, resume: bool = False) -> Iterator[dict]:
-    """Draw `n_samples` i.i.d. attempts from the base model, recording every one (SPEC §3.3-3.4).
+def best_of_k(problem, cfg, session, run: RunDir, n_samples: int | None = None, *, resume: bool = False) -> Iterator:
+    """Draw `n_samples` i.i.d. attempts from the base model, recording every one.
+
+    The paper's best-of-k baseline: i.i.d. samples of the frozen base model, discovery@k by the
+    unbiased pass@k estimator 1 - C(n-c, k) / C(n, k) (Chen et al. 2021) from n samples with c
+    correct. So it does NOT stop at the first success: report.py needs n and c.
+
+    Samples come in batches of `cfg.batch_size`, each with its own seed (attempt.batch_seed) and its own
+    step record. Up to `cfg.max_batch` rows of several batches are sampled in one call (each batch still
+    draws with its own seed, so the attempts are the same as one batch at a time).
 
     Args:
         problem: the Problem.
-        session: a trainer.Session (its cfg gives budget, batch size, sampling settings and seed).
-        run: the run directory to write (created by RunDir.create with method "best-of-k").
-        n_samples: samples n for the unbiased estimator; default (None) = cfg.budget; must be >= budget
-            so that discovery@k is defined for every k up to the budget (the paper: n = 2944 for 2750).
+        cfg: the job's SolveConfig (budget, batch size, sampling settings, seed).
+        session: the loaded model and backend.
+        run: the run directory (method "best-of-k").
+        n_samples: samples n; default (None) = cfg.budget; must be >= budget so that discovery@k is
+            defined for every k up to the budget (the paper: n = 2944 for a budget of 2750).
         resume: continue `run` from its checkpoint.
 
     Yields:
-        "start", one "step" per batch, then "done" (the summary, with n_samples and n_correct).
+        Start, one Step per batch, then Done (the summary, with n_samples and n_correct).
     """
     from .model import encode_chat
 
-    cfg = session.cfg
+    method = "best-of-k"
+    job = JobKey(problem.id, method, cfg.seed)
     n_total = cfg.budget if n_samples is None else int(n_samples)
     if n_total < cfg.budget:
         raise ConfigError(f"--samples: best-of-k needs at least the budget ({cfg.budget}) samples, got {n_total}")
@@ -120,127 +104,212 @@ def best_of_k(problem, session, run: RunDir, n_samples: int | None = None, *, re
     ck, step, used, best, wall = run.start_point(resume)
     correct = ck["n_correct"] if ck else 0
     first = ck["first_success"] if ck else None
-    sampler = session.sampler(model, attempts_done=used)
-    yield {"type": "start", "run": str(run.path), "budget": n_total, "attempts_used": used, "step": step,
-           "batch_size": cfg.batch_size, "n_tests": problem.n_tests, "resumed": bool(ck)}
+    sampler = session.sampler(model, attempts_done=used, checkpoint=ck)
+    per_call = max(1, (cfg.max_batch or cfg.batch_size) // cfg.batch_size)  # batches sampled together
+    yield Start(job, str(run.path), n_total, used, step, cfg.batch_size, problem.n_tests, bool(ck))
     try:
         while used < n_total:
-            t_step = time.perf_counter()
-            n = min(cfg.batch_size, n_total - used)
-            params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                                    seed=batch_seed(cfg.seed, step))
-            attempts, t_sample, t_verify = attempt_batch(sampler, problem, prompt_ids, n, params, step=step,
-                                                         first_number=used + 1)
-            run.append_attempts([a.record() for a in attempts])
-            stats = _batch_stats(attempts)
-            best = max(best, stats["best_passed"])
-            correct += stats["n_passed"]
-            winner = next((a for a in attempts if a.passed), None)
-            if first is None and winner is not None:
-                first = winner.number
-                _write_solution(run, problem, winner)
-            used += n
-            rec = {"step": step, "attempts_used": used, **stats, "best_so_far": best, "n_tests": problem.n_tests,
-                   "n_correct": correct, "time_sample_s": t_sample, "time_verify_s": t_verify,
-                   "time_step_s": time.perf_counter() - t_step}
-            wall += rec["time_step_s"]
-            run.append_step(rec)
-            run.commit_step(step, {"attempts_used": used, "best_passed": best, "wall_s": wall, "n_correct": correct,
-                                   "first_success": first})
-            yield {"type": "step", **rec, "budget": n_total}
-            step += 1
-    except KeyboardInterrupt:
-        run.write_summary(_summary(problem, cfg, run, "best-of-k", "interrupted", first, used, best, wall,
-                                   n_samples=used, n_correct=correct))
+            t_call = time.perf_counter()
+            sizes = []
+            for _ in range(per_call):
+                n = min(cfg.batch_size, n_total - used - sum(sizes))
+                if n > 0:
+                    sizes.append(n)
+            requests = [SampleRequest(prompt_ids, n, SamplingParams(
+                temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
+                seed=batch_seed(method, cfg.seed, step + i))) for i, n in enumerate(sizes)]
+            outputs = sampler.sample_many(requests)
+            t_sample = time.perf_counter() - t_call
+            flat = [c for cs in outputs for c in cs]
+            attempts, t_verify = verify_completions(problem, flat, step=step, first_number=used + 1,
+                                                    sample_s=t_sample / len(flat))
+            for i, n in enumerate(sizes):  # one step record per batch, as if sampled alone
+                batch, attempts = attempts[:n], attempts[n:]
+                for k, a in enumerate(batch):
+                    a.step, a.index = step, k + 1
+                run.append_attempts([a.record() for a in batch])
+                stats = batch_stats(batch)
+                best = max(best, stats["best_passed"])
+                correct += stats["n_passed"]
+                winner = next((a for a in batch if a.passed), None)
+                if first is None and winner is not None:
+                    first = winner.number
+                    write_solution(run, problem, winner)
+                used += n
+                share = n / len(flat)
+                rec = {"step": step, "attempts_used": used, **stats, "best_so_far": best, "n_tests": problem.n_tests,
+                       "n_correct": correct, "time_sample_s": t_sample * share, "time_verify_s": t_verify * share,
+                       "time_step_s": (time.perf_counter() - t_call) * share, "batched_with": len(sizes)}
+                wall += rec["time_step_s"]
+                run.append_step(rec)
+                run.commit_step(step, {"attempts_used": used, "best_passed": best, "wall_s": wall,
+                                       "n_correct": correct, "first_success": first})
+                yield Step(job, rec, n_total)
+                step += 1
+    except (KeyboardInterrupt, GeneratorExit):
+        ck = run.checkpoint() or {}
+        mark_interrupted(run, problem, cfg, method, n_samples=ck.get("attempts_used", 0),
+                         n_correct=ck.get("n_correct", 0))
         raise
     # discovery_index: the first success in sampling order (one chain); report.py uses n and c instead.
-    summary = _summary(problem, cfg, run, "best-of-k", "solved" if correct else "exhausted", first, used, best, wall,
-                       n_samples=used, n_correct=correct)
-    run.write_summary(summary)
-    yield {"type": "done", **summary}
+    result = summary(problem, cfg, run, method, "solved" if correct else "exhausted", solved_at=first, used=used,
+                     best=best, wall=wall, n_samples=used, n_correct=correct)
+    run.write_summary(result)
+    yield Done(job, result)
 
 
 # --------------------------------------------------------------------------------------------------
 # multi-turn
 
 
-def multi_turn(problem, session, run: RunDir, *, variant: str = "feedback_only", window_tokens: int | None = None,
-               resume: bool = False) -> Iterator[dict]:
-    """Retry with past feedback in the prompt, one generation per turn, until a success or the budget.
+@dataclass
+class _Chain:
+    """One seed's multi-turn conversation and its run's counters."""
+
+    cfg: object
+    run: RunDir
+    job: JobKey
+    turn: int
+    used: int
+    best: int
+    wall: float
+    start: int  # index of the oldest past turn still in the prompt (the window)
+    history: list  # (attempt text, feedback) of every past turn, oldest first
+    sampler: object
+    window: int | None
+    resumed: bool
+    done: bool = False
+
+
+def multi_turn(problem, cfg, session, run: RunDir, *, variant: str = "feedback_only", window_tokens: int | None = None,
+               resume: bool = False) -> Iterator:
+    """One seed of the multi-turn baseline (see `multi_turn_seeds`)."""
+    return multi_turn_seeds(problem, [(cfg, run, resume)], session, variant=variant, window_tokens=window_tokens)
+
+
+def multi_turn_seeds(problem, seeds: list[tuple], session, *, variant: str = "feedback_only",
+                     window_tokens: int | None = None) -> Iterator:
+    """Retry with past feedback in the prompt, one generation per turn, until a success or the budget;
+    every seed of one problem at once.
+
+    The paper's multi-turn baseline (the official baseline_multiturn/multiturn.py): one generation per
+    turn and chain, stop at the first success. `feedback_only` (its default, and the better variant in
+    the paper's Fig. 19 right) sends one user message: the question, all past feedback under one header,
+    then "Correctly solve the original question." (`feedback.multiturn_prompt`); `attempt_and_feedback`
+    is a real chat keeping each attempt and its feedback. When the prompt exceeds the token window
+    (default: the model's context length minus max_new_tokens; the paper: 32k of Qwen3-8B's ~40k), the
+    oldest feedback is dropped first.
+
+    The seeds' chains are independent and share the base model, so each turn samples the next reply of
+    every unsolved chain in one batched call (`sampling.sample_batched`, at most `max_batch` chains per
+    call) and verifies them together. Each chain draws with its own seed (attempt.batch_seed), so its
+    transcript, attempts, window and discovery index are exactly those of the chain run alone, and each
+    keeps its own normal, resumable run directory.
 
     Args:
         problem: the Problem.
-        session: a trainer.Session (budget = number of turns; sampling settings and seed from its cfg).
-        run: the run directory to write (method "multi-turn").
-        variant: "feedback_only" (official default) or "attempt_and_feedback" (a chat with past attempts).
+        seeds: (cfg, run, resume) per chain: the job's SolveConfig (same settings but the seed), its run
+            directory (method "multi-turn"), and whether to continue that run from its checkpoint. The
+            conversation is not copied into the checkpoint: it is the `text` and `feedback` of the attempts
+            already in attempts.jsonl (which the rollback keeps exactly in step with the checkpoint), and
+            the checkpoint records where the window starts.
+        session: the loaded model and backend.
+        variant: "feedback_only" or "attempt_and_feedback".
         window_tokens: prompt window in tokens; None = model context length minus max_new_tokens.
-        resume: continue `run` from its checkpoint.
 
     Yields:
-        "start", one "step" per turn (with prompt_tokens, feedback_in_prompt, dropped), then "done".
+        for every chain Start, one Step per turn (with prompt_tokens, feedback_in_prompt, dropped), then Done.
     """
     from .model import encode_chat
+    from .verify import verify_many
 
+    method = "multi-turn"
     if variant not in VARIANTS:
         raise ConfigError(f"--variant: {variant!r} is not one of {', '.join(VARIANTS)}")
-    cfg = session.cfg
     model = _base_model(session)
-    window = window_tokens if window_tokens is not None else default_window(model, cfg.max_new_tokens)
-    ck, turn, used, best, wall = run.start_point(resume)
-    start = ck["window_start"] if ck else 0  # index of the oldest past turn still in the prompt
-    # The conversation so far = the attempts on disk (after the rollback: exactly the committed turns).
-    history = [(r["text"], r["feedback"]) for r in run.attempts()] if ck else []
-    if len(history) != used:
-        raise RunError(f"{run.path}: attempts.jsonl has {len(history)} attempts but the checkpoint says {used}; "
-                       "the run directory was edited")
     system = [m for m in problem.messages() if m["role"] == "system"]
 
-    def messages(lo: int) -> list[dict]:
-        texts, fbs = [h[0] for h in history[lo:]], [h[1] for h in history[lo:]]
+    def messages(chain: _Chain, lo: int) -> list[dict]:
+        texts, fbs = [h[0] for h in chain.history[lo:]], [h[1] for h in chain.history[lo:]]
         if variant == "feedback_only":
             return system + [{"role": "user", "content": multiturn_prompt(problem.prompt, fbs)}]
         return system + multiturn_prompt_attempt_and_feedback(problem.prompt, texts, fbs)
 
-    sampler = session.sampler(model, attempts_done=used)
-    yield {"type": "start", "run": str(run.path), "budget": cfg.budget, "attempts_used": used, "step": turn,
-           "batch_size": 1, "n_tests": problem.n_tests, "resumed": bool(ck)}
-    solved_at, status = None, "exhausted"
+    chains: list[_Chain] = []
+    for cfg, run, resume in seeds:
+        ck, turn, used, best, wall = run.start_point(resume)
+        history = [(r["text"], r["feedback"]) for r in run.attempts()] if ck else []
+        if len(history) != used:
+            raise RunError(f"{run.path}: attempts.jsonl has {len(history)} attempts but the checkpoint says {used}; "
+                           "the run directory was edited")
+        window = window_tokens if window_tokens is not None else default_window(model, cfg.max_new_tokens)
+        chains.append(_Chain(cfg, run, JobKey(problem.id, method, cfg.seed), turn, used, best, wall,
+                             ck["window_start"] if ck else 0, history,
+                             session.sampler(model, attempts_done=used, checkpoint=ck), window, bool(ck)))
+    for c in chains:
+        yield Start(c.job, str(c.run.path), c.cfg.budget, c.used, c.turn, 1, problem.n_tests, c.resumed)
+
+    def finish(c: _Chain, solved_at: int | None) -> Done:
+        c.done = True
+        result = summary(problem, c.cfg, c.run, method, "solved" if solved_at else "exhausted", solved_at=solved_at,
+                         used=c.used, best=c.best, wall=c.wall, variant=variant, window_tokens=c.window)
+        c.run.write_summary(result)
+        return Done(c.job, result)
+
     try:
-        while used < cfg.budget:
-            t_step = time.perf_counter()
-            before = start
-            start = trim_window(len(history), lambda lo: len(encode_chat(session.tokenizer, messages(lo))), window, start)
-            prompt_ids = encode_chat(session.tokenizer, messages(start))
-            params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                                    seed=batch_seed(cfg.seed, turn))
-            (attempt,), t_sample, t_verify = attempt_batch(sampler, problem, prompt_ids, 1, params, step=turn,
-                                                           first_number=used + 1)
-            run.append_attempts([attempt.record()])
-            stats = _batch_stats([attempt])
-            best = max(best, stats["best_passed"])
-            used += 1
-            history.append((attempt.completion.text, attempt.verdict.feedback))
-            rec = {"step": turn, "attempts_used": used, **stats, "best_so_far": best, "n_tests": problem.n_tests,
-                   "prompt_tokens": len(prompt_ids), "feedback_in_prompt": len(history) - 1 - start,
-                   "dropped": start - before, "window_tokens": window, "time_sample_s": t_sample,
-                   "time_verify_s": t_verify, "time_step_s": time.perf_counter() - t_step}
-            wall += rec["time_step_s"]
-            run.append_step(rec)
-            if not attempt.passed:
-                # Like trainer.solve, the winning turn is not committed: a crash before summary.json
-                # redoes it from the same seed on resume.
-                run.commit_step(turn, {"attempts_used": used, "best_passed": best, "wall_s": wall, "window_start": start})
-            yield {"type": "step", **rec, "budget": cfg.budget}
-            if attempt.passed:
-                solved_at, status = attempt.number, "solved"
-                _write_solution(run, problem, attempt)
-                break
-            turn += 1
-    except KeyboardInterrupt:
-        run.write_summary(_summary(problem, cfg, run, "multi-turn", "interrupted", None, used, best, wall,
-                                   variant=variant, window_tokens=window))
+        for c in chains:
+            if c.used >= c.cfg.budget:  # resumed after its last turn was committed
+                yield finish(c, None)
+        while live := [c for c in chains if not c.done]:
+            max_batch = live[0].cfg.max_batch or len(live)
+            for chunk in (live[i:i + max_batch] for i in range(0, len(live), max_batch)):
+                t_call = time.perf_counter()
+                before, prompts = [], []
+                for c in chunk:
+                    before.append(c.start)
+                    c.start = trim_window(len(c.history), lambda lo, c=c: len(encode_chat(session.tokenizer, messages(c, lo))),
+                                          c.window, c.start)
+                    prompts.append(encode_chat(session.tokenizer, messages(c, c.start)))
+                requests = [SampleRequest(p, 1, SamplingParams(
+                    temperature=c.cfg.temperature, top_p=c.cfg.top_p, max_new_tokens=c.cfg.max_new_tokens,
+                    seed=batch_seed(method, c.cfg.seed, c.turn))) for c, p in zip(chunk, prompts)]
+                outputs = sample_batched([c.sampler for c in chunk], requests)
+                t_sample = time.perf_counter() - t_call
+                completions = [cs[0] for cs in outputs]
+                verdicts = verify_many(problem, [(x.text, x.truncated) for x in completions])
+                t_verify = time.perf_counter() - t_call - t_sample
+                share = 1 / len(chunk)
+                for c, prompt_ids, was, comp, verdict in zip(chunk, prompts, before, completions, verdicts):
+                    attempt = Attempt(step=c.turn, index=1, number=c.used + 1, completion=comp, verdict=verdict,
+                                      sample_s=t_sample * share, verify_s=verdict.time_s)
+                    c.run.append_attempts([attempt.record()])
+                    stats = batch_stats([attempt])
+                    c.best = max(c.best, stats["best_passed"])
+                    c.used += 1
+                    c.history.append((comp.text, verdict.feedback))
+                    rec = {"step": c.turn, "attempts_used": c.used, **stats, "best_so_far": c.best,
+                           "n_tests": problem.n_tests, "prompt_tokens": len(prompt_ids),
+                           "feedback_in_prompt": len(c.history) - 1 - c.start, "dropped": c.start - was,
+                           "window_tokens": c.window, "time_sample_s": t_sample * share,
+                           "time_verify_s": t_verify * share, "time_step_s": (time.perf_counter() - t_call) * share,
+                           "batched_with": len(chunk)}
+                    c.wall += rec["time_step_s"]
+                    c.run.append_step(rec)
+                    if not attempt.passed:
+                        # As in trainer.sdpo, the winning turn is not committed: a crash before summary.json
+                        # redoes it (same seed, same attempt).
+                        c.run.commit_step(c.turn, {"attempts_used": c.used, "best_passed": c.best, "wall_s": c.wall,
+                                                   "window_start": c.start})
+                    yield Step(c.job, rec, c.cfg.budget)
+                    if attempt.passed:
+                        write_solution(c.run, problem, attempt)
+                        yield finish(c, attempt.number)
+                    elif c.used >= c.cfg.budget:
+                        yield finish(c, None)
+                    else:
+                        c.turn += 1
+    except (KeyboardInterrupt, GeneratorExit):
+        for c in chains:
+            if not c.done:
+                mark_interrupted(c.run, problem, c.cfg, method, variant=variant, window_tokens=c.window)
         raise
-    summary = _summary(problem, cfg, run, "multi-turn", status, solved_at, used, best, wall, variant=variant,
-                       window_tokens=window)
-    run.write_summary(summary)
-    yield {"type": "done", **summary}

@@ -19,7 +19,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import console
-from .errors import SdpoError
+from .errors import ConfigError, SdpoError
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -47,7 +47,8 @@ def problems_cmd(
     from .problem import find_problems, load_problem
 
     if not directory.is_dir():
-        raise SdpoError(f"{directory}: not a directory (give the folder that holds the *.yaml problem files)")
+        raise ConfigError(f"{console.safe(str(directory))}: not a directory (give the folder that holds the *.yaml "
+                          "problem files)")
     rows, bad = [], 0
     for path in find_problems(directory):
         try:
@@ -82,9 +83,13 @@ def _expand(patterns: list[str]) -> list[Path]:
     for pat in patterns:
         hits = sorted(glob.glob(pat)) if any(c in pat for c in "*?[") else [pat]
         if not hits:
-            raise SdpoError(f"{pat}: no files match (check the pattern)")
+            raise ConfigError(f"{console.safe(pat)}: no files match (check the pattern)")
         for h in hits:
-            paths.extend(find_problems(h))
+            found = find_problems(h)
+            if not found:
+                raise ConfigError(f"{console.safe(h)}: no *.yaml problem files in this folder (give problem files, "
+                                  "or a folder that holds them)")
+            paths.extend(found)
     return paths
 
 
@@ -132,8 +137,8 @@ def verify_cmd(
     if str(response) == "-":
         text = sys.stdin.read()
     elif not response.is_file():
-        raise SdpoError(f"{response}: no such response file (give a text file with the model's reply, or '-')",
-                        ) from None
+        raise ConfigError(f"{console.safe(str(response))}: no such response file (give a text file with the "
+                          "model's reply, or '-')")
     else:
         text = response.read_text(encoding="utf-8", errors="replace")
     v = verify(p, text, truncated=truncated)
@@ -149,140 +154,183 @@ def verify_cmd(
 
 
 # --------------------------------------------------------------------------------------------------
+# The knobs: every SolveConfig field becomes an option of `solve` and `compare`, declared once (config.py)
+
+
+def with_knobs(fn):
+    """Add one option per SolveConfig field to a command and pass them to it as `knobs` (field -> value,
+    None = not given). Help text and ranges come from the schema; values are validated there too."""
+    import functools
+    import inspect
+
+    from .config import FIELD_NAMES, KNOBS, OFF_FLAGS
+
+    sig = inspect.signature(fn, eval_str=True)
+    own = [p for p in sig.parameters.values() if p.name != "knobs"]
+    extra = []
+    for k in KNOBS:
+        text = k.help if "[default" in k.help or k.default is None else f"{k.help} [default: {k.default}]"
+        decls = [f"{k.flag}/--no-{k.flag[2:]}"] if k.type is bool else [k.flag]
+        extra.append(inspect.Parameter(k.name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                       annotation=Annotated[Optional[k.type], typer.Option(*decls, help=text)]))
+    for name, flag in OFF_FLAGS.items():
+        extra.append(inspect.Parameter(f"off_{name}", inspect.Parameter.KEYWORD_ONLY, default=False,
+                                       annotation=Annotated[bool, typer.Option(flag, help=f"Turn off --{name.replace('_', '-')}.")]))
+
+    @functools.wraps(fn)
+    def wrapper(**kwargs):
+        knobs = {n: kwargs.pop(n) for n in FIELD_NAMES}
+        for name, flag in OFF_FLAGS.items():
+            if kwargs.pop(f"off_{name}"):
+                if knobs[name] is not None:
+                    raise ConfigError(f"{flag} and --{name.replace('_', '-')} contradict each other; give one")
+                knobs[name] = OFF
+        return fn(**kwargs, knobs=knobs)
+
+    wrapper.__signature__ = sig.replace(parameters=own + extra)
+    wrapper.__annotations__ = {p.name: p.annotation for p in own + extra}
+    del wrapper.__wrapped__  # typer must see the new signature, not fn's
+    return wrapper
+
+
+class _Off:
+    """A flag value meaning "set this knob to None" (e.g. --no-adv-clip), unlike None = "not given"."""
+
+
+OFF = _Off()
+
+
+def _resolve(config: Optional[Path], knobs: dict):
+    """(the validated, resolved SolveConfig, the fields the user set). Imports torch to check the device."""
+    from .config import load_config_file, resolve_config
+
+    file_values = load_config_file(config) if config is not None else {}
+    flags = {k: (None if v is OFF else v) for k, v in knobs.items() if v is not None}
+    given = set(file_values) | set(flags)
+    return resolve_config(file_values, flags), given
+
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML file of options (flags override it).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+RayOpt = Annotated[Optional[str], typer.Option(
+    "--ray", metavar="[ADDRESS]",
+    help="Run the plan on a Ray cluster: --ray alone (or --ray local) starts a local Ray instance, --ray ADDRESS "
+         "joins a cluster (e.g. --ray auto, --ray ray://head:10001). Needs pip install 'sdpo-cli[ray]'.")]
+GpusPerJobOpt = Annotated[Optional[float], typer.Option(
+    "--gpus-per-job", min=0, help="With --ray: GPUs per job. [default: 1 where the cluster has GPUs, else 0]")]
+CpusPerJobOpt = Annotated[Optional[float], typer.Option(
+    "--cpus-per-job", min=0.01, help="With --ray: CPU slots per job. [default: 1]")]
+
+
+def _run_plan(jobs, *, total: int, done: int, quiet: bool, ray: str | None, gpus_per_job, cpus_per_job,
+              on_done=None, session=None):
+    """Run `jobs` (in-process, or on Ray) and render their events. Returns the Renderer (results, errors).
+
+    Ctrl-C stops the plan: every run is left resumable and the command exits 130.
+    """
+    from .render import Renderer
+
+    if ray is not None:
+        from .ray_runner import run_jobs_ray
+
+        if ray != "local" and Path(ray).exists():
+            raise ConfigError(f"--ray {console.safe(ray)}: that is a file, not a Ray address; put --ray after the "
+                              "problem files, or give an address (--ray auto, --ray HOST:PORT)")
+
+        events = run_jobs_ray(jobs, address=None if ray == "local" else ray, gpus_per_job=gpus_per_job,
+                              cpus_per_job=cpus_per_job)
+    else:
+        from .runner import run_jobs
+
+        events = run_jobs(jobs, session=session)
+    show = Renderer(total, done, quiet=quiet)
+    current = None
+    try:
+        with show:
+            for ev in events:
+                show(ev)
+                current = getattr(ev, "run", current)
+                if on_done is not None and type(ev).__name__ == "Done":
+                    on_done(ev)
+    except KeyboardInterrupt:
+        events.close()  # the running job records "interrupted" (also when Ctrl-C landed in rendering)
+        raise Interrupted(current) from None
+    return show
+
+
+class Interrupted(Exception):
+    """Ctrl-C during a plan; `run` is the run that was running."""
+
+    def __init__(self, run: str | None):
+        super().__init__(run)
+        self.run = run
+
+
+# --------------------------------------------------------------------------------------------------
 # solve
 
 
-def _opt(help_text: str, flag: str | None = None):
-    return typer.Option(flag, help=help_text) if flag else typer.Option(help=help_text)
-
-
-# Hyperparameter flags shared by `solve` and `compare` (None = not given; SolveConfig holds the defaults).
-ModelOpt = Annotated[Optional[str], _opt("Model: alias (smollm2-135m), local directory or cached Hugging Face id.")]
-BackendOpt = Annotated[Optional[str], _opt("Sampling backend: hf or vllm.")]
-DeviceOpt = Annotated[Optional[str], _opt("cpu or cuda (default: cuda if available).")]
-GpuMemoryUtilizationOpt = Annotated[Optional[float], _opt("vLLM on GPU: fraction of GPU memory for the engine; the trainer uses the rest. [default: 0.3]")]
-BudgetOpt = Annotated[Optional[int], _opt("Attempt budget (generations) per problem and run. [default: 64]")]
-BatchSizeOpt = Annotated[Optional[int], _opt("Attempts per step G (SDPO) and per batch (best-of-k). [default: 8 on CPU, 16 on CUDA]")]
-TemperatureOpt = Annotated[Optional[float], _opt("Sampling temperature. [default: 1.0]")]
-TopPOpt = Annotated[Optional[float], _opt("Nucleus sampling top-p. [default: 1.0]")]
-MaxNewTokensOpt = Annotated[Optional[int], _opt("Generation length limit in tokens. [default: 192 CPU, 1024 CUDA]")]
-SeedOpt = Annotated[Optional[int], _opt("Random seed (same seed, same machine: same attempts; compare uses seed, seed+1, ...). [default: 0]")]
-LoraRankOpt = Annotated[Optional[int], _opt("LoRA rank. [default: 16]")]
-LoraAlphaOpt = Annotated[Optional[float], _opt("LoRA alpha. [default: 32]")]
-LrOpt = Annotated[Optional[float], _opt("AdamW learning rate (constant). [default: 1e-4]")]
-WeightDecayOpt = Annotated[Optional[float], _opt("AdamW weight decay. [default: 0.01]")]
-GradClipOpt = Annotated[Optional[float], _opt("Gradient-norm clip. [default: 1.0]")]
-TopkOpt = Annotated[Optional[int], _opt("Distillation support: the student's top-K tokens + tail. [default: 20]")]
-AlphaOpt = Annotated[Optional[float], _opt("Divergence: 1 reverse KL, 0 forward KL, between: JSD. [default: 1.0]")]
-IsClipOpt = Annotated[Optional[float], _opt("Importance-weight clip. [default: 2.0]")]
-AdvClipOpt = Annotated[Optional[float], _opt("Upper clip of the per-token advantage log q - log p. [default: 5.0]")]
-TeacherOpt = Annotated[Optional[str], _opt("Teacher regularisation: ema, trust-region or base. [default: ema]")]
-EmaRateOpt = Annotated[Optional[float], _opt("EMA teacher rate. [default: 0.01]")]
-TrustRegionMixOpt = Annotated[Optional[float], _opt("Trust-region teacher: weight of the student logits. [default: 0.5]")]
-NoAdvClipOpt = Annotated[bool, typer.Option("--no-adv-clip", help="Disable the advantage clip.")]
-DtypeOpt = Annotated[Optional[str], _opt("Base-weight dtype: auto (bf16 where the GPU/CPU multiplies bf16 natively, else fp32), fp32 or bf16. LoRA, optimiser and loss stay fp32. [default: auto]")]
-MicroBatchTokensOpt = Annotated[Optional[int], _opt("Padded tokens per forward pass of the update (sequences are batched up to this). [default: 384 CPU, 4096 CUDA]")]
-GradCheckpointingOpt = Annotated[Optional[bool], typer.Option("--grad-checkpointing/--no-grad-checkpointing", help="Recompute activations in backward: less memory for long responses, slower. [default: off]")]
-
-
-def _config_values(config: Optional[Path], flags: dict, no_adv_clip: bool) -> tuple[dict, set]:
-    """Resolved option values (defaults < config file < flags) and the names the user gave."""
-    from .config import build_config, load_config_file
-
-    file_values = load_config_file(config) if config else {}
-    values = build_config(file_values, flags).__dict__
-    given = set(file_values) | {k for k, v in flags.items() if v is not None}
-    if no_adv_clip:
-        values["adv_clip"] = None
-        given.add("adv_clip")
-    build_config({}, values).validate()
-    return values, given
-
-_KNOBS = ("model", "backend", "device", "gpu_memory_utilization", "budget", "batch_size", "temperature", "top_p", "max_new_tokens", "seed", "lora_rank", "lora_alpha", "lr", "weight_decay", "grad_clip", "topk", "alpha", "is_clip", "adv_clip", "teacher", "ema_rate", "trust_region_mix", "dtype", "micro_batch_tokens", "grad_checkpointing")
-
-
 @app.command("solve")
+@with_knobs
 def solve_cmd(
     problems: Annotated[Optional[list[str]], typer.Argument(help="Problem files, folders or globs (run one after another).")] = None,
     resume: Annotated[Optional[list[Path]], typer.Option("--resume", help="Continue a run directory from its last completed step (repeatable); a folder of runs resumes every unfinished one.")] = None,
     skip_solved: Annotated[bool, typer.Option("--skip-solved", help="Skip problems with a solved run in --runs-dir (their JSON line is still printed).")] = False,
-    config: Annotated[Optional[Path], typer.Option("--config", help="YAML file of options (flags override it).")] = None,
+    config: ConfigOpt = None,
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where run directories are created.")] = Path("runs"),
-    model: ModelOpt = None,
-    backend: BackendOpt = None,
-    device: DeviceOpt = None,
-    gpu_memory_utilization: GpuMemoryUtilizationOpt = None,
-    budget: BudgetOpt = None,
-    batch_size: BatchSizeOpt = None,
-    temperature: TemperatureOpt = None,
-    top_p: TopPOpt = None,
-    max_new_tokens: MaxNewTokensOpt = None,
-    seed: SeedOpt = None,
-    lora_rank: LoraRankOpt = None,
-    lora_alpha: LoraAlphaOpt = None,
-    lr: LrOpt = None,
-    weight_decay: WeightDecayOpt = None,
-    grad_clip: GradClipOpt = None,
-    topk: TopkOpt = None,
-    alpha: AlphaOpt = None,
-    is_clip: IsClipOpt = None,
-    adv_clip: AdvClipOpt = None,
-    teacher: TeacherOpt = None,
-    ema_rate: EmaRateOpt = None,
-    trust_region_mix: TrustRegionMixOpt = None,
-    no_adv_clip: NoAdvClipOpt = False,
-    dtype: DtypeOpt = None,
-    micro_batch_tokens: MicroBatchTokensOpt = None,
-    grad_checkpointing: GradCheckpointingOpt = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    ray: RayOpt = None,
+    gpus_per_job: GpusPerJobOpt = None,
+    cpus_per_job: CpusPerJobOpt = None,
+    quiet: QuietOpt = False,
     as_json: JsonFlag = False,
+    *,
+    knobs: dict,
 ):
     """Solve problems by test-time SDPO: sample, verify, distil feedback into a LoRA adapter, repeat."""
-    from .problem import load_problem
-    from .runs import RunDir, solved_problem_ids, unfinished_runs
+    from .runner import plan_solve
+    from .runs import check_output_dir
 
-    flags = {k: v for k, v in locals().items() if k in _KNOBS}
     if not problems and not resume:
-        raise SdpoError("give problem files to solve, or --resume RUN_DIR (see `sdpo solve --help`)")
-    # Validate everything before loading a model: bad input costs nothing and writes nothing.
-    jobs = []  # (problem, run or None, config dict)
-    for rdir in resume or []:
-        runs = [RunDir.open(rdir)] if (rdir / "config.yaml").exists() else unfinished_runs(rdir)
-        if not runs and not (rdir / "config.yaml").exists():
-            console.err.print(f"{rdir}: no unfinished runs to resume")
-        for run in runs:
-            if run.header.get("method") != "sdpo":
-                raise SdpoError(f"{run.path}: a {run.header.get('method')} run, not an SDPO run; "
-                                "continue it with `sdpo compare --resume --out COMPARISON_DIR`")
-            jobs.append((load_problem(run.problem_file), run, run.header["config"]))
-    if problems:
-        cfg_values, _ = _config_values(config, flags, no_adv_clip)
-        errors = []
-        loaded = []
-        for path in _expand(problems):
-            try:
-                loaded.append(load_problem(path))
-            except SdpoError as e:
-                errors += e.lines
-        if errors:
-            from .errors import ProblemError
+        raise ConfigError("give problem files to solve, or --resume RUN_DIR (see `sdpo solve --help`)")
+    if ray is not None:
+        from .ray_runner import check_available
 
-            raise ProblemError("\n".join(errors), lines=errors)
-        done = solved_problem_ids(runs_dir) if skip_solved else {}
-        for p in loaded:
-            if p.id in done:
-                console.err.print(f"{p.id}: already solved in {done[p.id]['run']}; skipped")
-                if as_json:
-                    from .progress import result_line
+        check_available()
+    # Everything is validated before a model loads or a directory is created: bad input costs nothing.
+    paths = _expand(problems) if problems else []
+    if paths:
+        check_output_dir(runs_dir, "--runs-dir")
+    cfg = _resolve(config, knobs)[0] if paths else None
+    plan = plan_solve(paths, resume or [], cfg, runs_dir, skip_solved=skip_solved)
+    for note in plan.notes:
+        console.err.print(console.safe(note), markup=False)
+    all_solved = True
+    for s in plan.finished:
+        all_solved &= bool(s.get("solved"))
+        if as_json:
+            print(json.dumps(result_line(s)), flush=True)
 
-                    print(json.dumps(result_line(done[p.id])), flush=True)
-                continue
-            jobs.append((p, None, cfg_values))
+    def on_done(ev):
+        if as_json:
+            print(json.dumps(result_line(ev.summary)), flush=True)
 
-    from .progress import run_jobs
+    try:
+        show = _run_plan(plan.jobs, total=len(plan.jobs), done=0, quiet=quiet, ray=ray, gpus_per_job=gpus_per_job,
+                         cpus_per_job=cpus_per_job, on_done=on_done)
+    except Interrupted as e:
+        console.error("Interrupted." + (f" Resume with: sdpo solve --resume {console.safe(e.run)}" if e.run else ""))
+        raise typer.Exit(130) from None
+    for err in show.errors:
+        console.error(f"the run is saved; continue it with: sdpo solve --resume {console.safe(err.run)}")
+    all_solved &= not show.errors and all(d.solved for d in show.results)
+    raise typer.Exit(0 if all_solved else 1)
 
-    code = run_jobs("sdpo", jobs, runs_dir, quiet=quiet, as_json=as_json)
-    raise typer.Exit(code)
+
+def result_line(summary: dict) -> dict:
+    """The --json line of one problem."""
+    keys = ("run", "problem_id", "problem_file", "seed", "status", "solved", "discovery_index", "attempts_used",
+            "wall_time_s")
+    return {k: summary.get(k) for k in keys}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -290,59 +338,54 @@ def solve_cmd(
 
 
 @app.command("compare")
+@with_knobs
 def compare_cmd(
     problems: Annotated[Optional[list[str]], typer.Argument(help="Problem files, folders or globs (with --resume: problems to add).")] = None,
     baseline: Annotated[Optional[list[str]], typer.Option("--baseline", help="Baseline to run: best-of-k, multi-turn (repeatable). [default: both]")] = None,
-    seeds: Annotated[Optional[int], _opt("Seeds per problem for SDPO and multi-turn (seeds --seed, --seed+1, ...). [default: 5]")] = None,
-    samples: Annotated[Optional[int], _opt("best-of-k samples n (>= budget; more = tighter estimate). [default: the budget]")] = None,
+    seeds: Annotated[Optional[int], typer.Option(help="Seeds per problem for SDPO and multi-turn (seeds --seed, --seed+1, ...). [default: 5]")] = None,
+    samples: Annotated[Optional[int], typer.Option(help="best-of-k samples n (>= budget; more = tighter estimate). [default: the budget]")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Comparison directory. [default: comparisons/<utc>_<problem-id>]")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the comparison in --out: skip finished runs, resume unfinished ones, add new seeds/baselines/problems.")] = False,
-    variant: Annotated[Optional[str], _opt("Multi-turn prompt: feedback_only or attempt_and_feedback. [default: feedback_only]")] = None,
-    window_tokens: Annotated[Optional[int], _opt("Multi-turn prompt window in tokens (oldest feedback dropped first). [default: context length - max new tokens]")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="YAML file of options (flags override it).")] = None,
-    model: ModelOpt = None,
-    backend: BackendOpt = None,
-    device: DeviceOpt = None,
-    gpu_memory_utilization: GpuMemoryUtilizationOpt = None,
-    budget: BudgetOpt = None,
-    batch_size: BatchSizeOpt = None,
-    temperature: TemperatureOpt = None,
-    top_p: TopPOpt = None,
-    max_new_tokens: MaxNewTokensOpt = None,
-    seed: SeedOpt = None,
-    lora_rank: LoraRankOpt = None,
-    lora_alpha: LoraAlphaOpt = None,
-    lr: LrOpt = None,
-    weight_decay: WeightDecayOpt = None,
-    grad_clip: GradClipOpt = None,
-    topk: TopkOpt = None,
-    alpha: AlphaOpt = None,
-    is_clip: IsClipOpt = None,
-    adv_clip: AdvClipOpt = None,
-    teacher: TeacherOpt = None,
-    ema_rate: EmaRateOpt = None,
-    trust_region_mix: TrustRegionMixOpt = None,
-    no_adv_clip: NoAdvClipOpt = False,
-    dtype: DtypeOpt = None,
-    micro_batch_tokens: MicroBatchTokensOpt = None,
-    grad_checkpointing: GradCheckpointingOpt = None,
+    variant: Annotated[Optional[str], typer.Option(help="Multi-turn prompt: feedback_only or attempt_and_feedback. [default: feedback_only]")] = None,
+    window_tokens: Annotated[Optional[int], typer.Option(help="Multi-turn prompt window in tokens (oldest feedback dropped first). [default: context length - max new tokens]")] = None,
+    config: ConfigOpt = None,
+    ray: RayOpt = None,
+    gpus_per_job: GpusPerJobOpt = None,
+    cpus_per_job: CpusPerJobOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output and no tables.")] = False,
     as_json: JsonFlag = False,
+    *,
+    knobs: dict,
 ):
     """Compare SDPO with best-of-k and multi-turn: same model, settings and budget; discovery@k report."""
-    from .compare import prepare, run_comparison
+    from .compare import plan_jobs, prepare
+    from .config import fill_auto, make_config
     from .report import report_dir
+    from .runs import check_output_dir
 
-    flags = {k: v for k, v in locals().items() if k in _KNOBS}
-    cfg_values, given = _config_values(config, flags, no_adv_clip)
-    out, spec, loaded = prepare(_expand(problems) if problems else [], out=out, resume=resume, baselines=baseline,
-                                seeds=seeds, samples=samples, variant=variant, window_tokens=window_tokens,
-                                cfg_values=cfg_values, given=given)
+    paths = _expand(problems) if problems else []
+    if ray is not None:
+        from .ray_runner import check_available
+
+        check_available()
+    if out is not None:
+        check_output_dir(out, "--out")
+    cfg, given = _resolve(config, knobs)
+    out, spec, loaded = prepare(paths, out=out, resume=resume, baselines=baseline, seeds=seeds, samples=samples,
+                                variant=variant, window_tokens=window_tokens, cfg=cfg, given=given)
+    fill_auto(make_config(spec["config"]))  # the saved device must exist here (else: --device)
+    jobs, done = plan_jobs(out, spec, loaded)
+    if not jobs and not quiet:
+        console.err.print(f"{console.safe(str(out))}: all {done} runs are finished", markup=False)
     try:
-        run_comparison(out, spec, loaded, quiet=quiet)
-    except KeyboardInterrupt:
-        console.error(f"Interrupted. Resume with: sdpo compare --resume --out {out}")
-        raise SystemExit(130) from None
+        show = _run_plan(jobs, total=len(jobs) + done, done=done, quiet=quiet, ray=ray, gpus_per_job=gpus_per_job,
+                         cpus_per_job=cpus_per_job)
+    except Interrupted:
+        console.error(f"Interrupted. Resume with: sdpo compare --resume --out {console.safe(str(out))}")
+        raise typer.Exit(130) from None
+    if show.errors:
+        console.error(f"some runs stopped; continue with: sdpo compare --resume --out {console.safe(str(out))}")
+        raise typer.Exit(1)
     report = report_dir(out, quiet=quiet)
     if as_json:
         print(json.dumps(report))
@@ -352,13 +395,22 @@ def compare_cmd(
 def report_cmd(
     directory: Annotated[Path, typer.Argument(help="Comparison directory (or any folder of run directories).")],
     levels: Annotated[str, typer.Option("--levels", help="Discovery levels for 'attempts to reach p', e.g. 0.25,0.5 or 25%,50%.")] = "0.25,0.5,0.75",
-    out: Annotated[Optional[Path], typer.Option("--out", help="Where to write report.json, curves.csv and the plots. [default: DIRECTORY]")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Where to write report.json, curves.csv, the plots and report.html. [default: DIRECTORY]")] = None,
+    html: Annotated[bool, typer.Option("--html/--no-html", help="Also write report.html: curves, tables, every run's step curves and attempts, in one offline page.")] = True,
     as_json: JsonFlag = False,
 ):
-    """Re-render discovery@k tables and plots from saved runs (no model, no torch)."""
+    """Re-render discovery@k tables, plots and report.html from saved runs (no model, no torch)."""
     from .report import parse_levels, report_dir
 
-    report = report_dir(directory, levels=parse_levels(levels), out=out)
+    levels_ = parse_levels(levels)
+    if not directory.is_dir():
+        raise ConfigError(f"{console.safe(str(directory))}: no such directory (give a comparison directory made "
+                          "by `sdpo compare`)")
+    if out is not None:
+        from .runs import check_output_dir
+
+        check_output_dir(out, "--out")
+    report = report_dir(directory, levels=levels_, out=out, html=html)
     if as_json:
         print(json.dumps(report))
 
@@ -463,21 +515,64 @@ def import_euler_cmd(out: OutOpt, ids: IdsOpt = None, limit: LimitOpt = None, ch
 
 
 # --------------------------------------------------------------------------------------------------
+# show: one run in the terminal (src/sdpo_cli/show.py)
+
+
+@app.command("show")
+def show_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (or a folder of runs: one line per run).")],
+    last: Annotated[int, typer.Option("--last", help="Failing attempts to show, the latest ones, with their feedback.")] = 3,
+    steps: Annotated[int, typer.Option("--steps", help="Steps to show in the table, the latest ones (0: all).")] = 20,
+    as_json: JsonFlag = False,
+):
+    """Print a run: summary, step table, and the last failing attempts with their feedback (no model, no torch)."""
+    from .show import show
+
+    show(run_dir, last=last, steps=steps, as_json=as_json)
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def _bare_flag(argv: list[str], flag: str, value: str) -> list[str]:
+    """Let an option take an optional value (typer has no such option): `flag` given last, or followed by
+    another option, means `flag value`."""
+    out = list(argv)
+    for i, a in enumerate(out):
+        if a == flag and (i + 1 == len(out) or out[i + 1].startswith("-")):
+            out[i] = f"{flag}={value}"
+    return out
 
 
 def main() -> None:
-    """Console-script entry point: maps SdpoError to red lines + exit code."""
+    """Console-script entry point: one line and exit 2 for bad input (flags or files), the error's own
+    exit code for SdpoError, 130 for Ctrl-C. SDPO_DEBUG=1 shows tracebacks instead."""
+    from typer.exceptions import Abort, Exit, TyperException
+
     try:
-        app()
+        code = app(args=_bare_flag(sys.argv[1:], "--ray", "local"), standalone_mode=False)
+    except Exit as e:
+        code = e.exit_code
+    except TyperException as e:  # a usage error: unknown option or command, a value of the wrong type, ...
+        if os.environ.get("SDPO_DEBUG"):
+            raise
+        ctx = getattr(e, "ctx", None)
+        where = f"{ctx.command_path}: " if ctx is not None else ""
+        console.error(f"Error: {where}{console.safe(e.format_message())} (see --help)".replace("\n", " "))
+        code = 2 if e.exit_code == 1 else e.exit_code  # every usage error is bad input
+    except Abort:
+        console.error("Interrupted.")
+        code = 130
     except SdpoError as e:
         if os.environ.get("SDPO_DEBUG"):
             raise
         for line in e.lines:
-            console.error(f"Error: {line}")
-        sys.exit(e.exit_code)
+            console.error(f"Error: {console.safe(line)}")
+        code = e.exit_code
     except KeyboardInterrupt:
         console.error("Interrupted.")
-        sys.exit(130)
+        code = 130
+    sys.exit(code or 0)
 
 
 if __name__ == "__main__":

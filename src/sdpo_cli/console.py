@@ -38,12 +38,12 @@ def safe(text: str) -> str:
 
 
 def error(line: str) -> None:
-    """One red line on stderr (markup in `line` is not interpreted)."""
-    err.print(line, style="bold red", markup=False)
+    """One red line on stderr (markup is not interpreted, control characters are made visible)."""
+    err.print(safe(line), style="bold red", markup=False)
 
 
 def warn(line: str) -> None:
-    err.print(line, style="yellow", markup=False)
+    err.print(safe(line), style="yellow", markup=False)
 
 
 def live_progress() -> bool:

@@ -41,3 +41,10 @@ class RunError(SdpoError):
     """A run directory is unusable (missing, foreign or corrupt) or a run failed mid-way."""
 
     exit_code = 1
+
+
+class RunDataError(SdpoError):
+    """A run directory's files are damaged, edited or do not belong together (exit code 2): found
+    before anything runs, with what differs and how to proceed."""
+
+    exit_code = 2

@@ -2,14 +2,28 @@
 
 Pure string functions, pinned by golden-string tests (tests/test_feedback.py).
 
-Feedback follows the paper's LeetCode-style code environment (SPEC §2.3, DATASETS §3):
-  * a runtime error (first one only): exception, offending line, last executed input;
-  * else a time limit exceeded (first one), with its input;
+Feedback follows the official code environment's `format_test_feedback` (lasgroup/SDPO,
+verl/utils/reward_score/feedback/code.py), LeetCode style:
+  * a runtime error (the first one): exception, offending line, last executed input;
+  * else a time limit exceeded (the first one), with its input and the program's debug output;
   * else (no gradable code) the format message, or "Truncated Attempt" when generation hit the limit;
-  * else up to two wrong answers, shortest first, as Input / Output / Expected.
-Caps: input 250 chars and 8 lines; output and expected 250 chars; debug 10 lines x 300 chars; the whole
-text 2000 chars. Hidden tests add only counts: their inputs, outputs and expected values never appear.
-Memory and output limits are reported like runtime errors (the paper's sandbox turns both into errors).
+  * else up to two wrong answers, shortest (input + output) first, as Input / Output / Expected and the
+    program's debug output.
+Caps, as there: an input shows its first 8 lines, each cut at 250 characters ("..." appended), then
+"... (N more lines)"; output and expected 250 characters; debug output its FIRST 10 lines of at most
+300 characters, then "... (N more lines)"; the whole text is cut hard at 2000 characters.
+
+Departures, and why:
+  * Memory and output limits are reported like runtime errors, under their own titles (the official
+    sandbox turns both into errors).
+  * The debug output of a crashed run is not shown: ours is the program's stderr, which holds the
+    traceback the Runtime Error block already shows.
+  * Hidden tests: their inputs, outputs and expected values never appear (like the official feedback,
+    which shows only the tests it ran). But when every visible test passes and only hidden ones fail,
+    the official rules would give EMPTY feedback, and an empty feedback means no teacher signal for the
+    attempt (the official `_collect_feedback` masks it). Only then we add one counts-only line, "Hidden
+    Tests: passed X of Y (...). Hidden test inputs are not shown.", so the teacher learns the attempt
+    is wrong without learning anything about the hidden tests.
 """
 
 from __future__ import annotations
@@ -26,9 +40,9 @@ from .verify import (
     Verdict,
 )
 
-MAX_CHARS = 2000
-MAX_INPUT_CHARS, MAX_INPUT_LINES = 250, 8
-MAX_VALUE_CHARS = 250
+MAX_CHARS = 2000  # the whole feedback, cut hard (no ellipsis)
+MAX_INPUT_CHARS, MAX_INPUT_LINES = 250, 8  # per input line; lines shown
+MAX_VALUE_CHARS = 250  # output, expected, the error message
 MAX_DEBUG_LINES, MAX_DEBUG_LINE_CHARS = 10, 300
 
 FORMAT_MESSAGE = "Incorrect Format: Put your code inside a ```python ... ``` block."
@@ -37,24 +51,37 @@ TRUNCATED_MESSAGE = (
     "response length. Try again with a shorter response."
 )
 
-# SDPO teacher prompt (SPEC §2.1: the YAML values the official code loads).
+# SDPO teacher prompt: the values the official code loads (verl/trainer/config/actor/actor.yaml
+# reprompt_template / solution_template / feedback_template; YAML `|-` blocks, which win over the
+# dataclass defaults in verl/workers/config/actor.py).
 REPROMPT_TEMPLATE = "{prompt}{solution}{feedback}\n\nCorrectly solve the original question."
 SOLUTION_TEMPLATE = "\nCorrect solution:\n\n{successful_previous_attempt}"
 FEEDBACK_TEMPLATE = "\nThe following is feedback from your unsuccessful earlier attempt:\n\n{feedback_raw}"
 
 
-def _cap(text: str, chars: int, lines: int | None = None) -> str:
-    text = text.rstrip("\n")
-    if lines is not None:
-        parts = text.split("\n")
-        if len(parts) > lines:
-            text = "\n".join(parts[:lines]) + "\n..."
+def _cut(text: str, chars: int) -> str:
+    """The official `_truncate_str`: the first `chars` characters, then "..." when anything was cut."""
     return text if len(text) <= chars else text[:chars] + "..."
 
 
+def _input(text: str) -> str:
+    """The first MAX_INPUT_LINES lines, each cut at MAX_INPUT_CHARS, then "... (N more lines)"."""
+    lines = text.splitlines()
+    shown = [_cut(ln, MAX_INPUT_CHARS) for ln in lines[:MAX_INPUT_LINES]]
+    if len(lines) > MAX_INPUT_LINES:
+        shown.append(f"... ({len(lines) - MAX_INPUT_LINES} more lines)")
+    return "\n".join(shown)
+
+
 def _debug(text: str) -> str:
-    lines = [ln[:MAX_DEBUG_LINE_CHARS] for ln in text.rstrip().split("\n")[-MAX_DEBUG_LINES:]]
-    return "\n".join(lines)
+    """"Debug Output" and the FIRST MAX_DEBUG_LINES lines (each cut), or "" when there is none."""
+    lines = text.strip().split("\n")
+    if not text.strip():
+        return ""
+    shown = [_cut(ln, MAX_DEBUG_LINE_CHARS) for ln in lines[:MAX_DEBUG_LINES]]
+    if len(lines) > MAX_DEBUG_LINES:
+        shown.append(f"... ({len(lines) - MAX_DEBUG_LINES} more lines)")
+    return "Debug Output\n" + "\n".join(shown)
 
 
 def _error_block(o: TestOutcome) -> str:
@@ -66,19 +93,22 @@ def _error_block(o: TestOutcome) -> str:
     }[o.status]
     parts = [title]
     if o.status != TIME_LIMIT:
-        detail = "\n".join(x for x in (_cap(o.error, MAX_VALUE_CHARS), o.location) if x)
+        detail = "\n".join(x for x in (_cut(o.error, MAX_VALUE_CHARS), o.location) if x)
         if detail:
             parts[0] += "\n" + detail
-    parts.append("Last Executed Input\n" + _cap(o.input, MAX_INPUT_CHARS, MAX_INPUT_LINES))
+    parts.append("Last Executed Input\n" + _input(o.input))
+    if o.status == TIME_LIMIT and _debug(o.debug):
+        parts.append(_debug(o.debug))
     return "\n\n".join(parts)
 
 
 def _wrong_block(o: TestOutcome) -> str:
-    parts = [f"Test Case {o.index + 1}: Wrong Answer", "Input\n" + _cap(o.input, MAX_INPUT_CHARS, MAX_INPUT_LINES)]
+    parts = [f"Test Case {o.index + 1}: Wrong Answer", "Input\n" + _input(o.input)]
     if o.output or o.expected:
-        parts += ["Output\n" + _cap(o.output, MAX_VALUE_CHARS), "Expected\n" + _cap(o.expected, MAX_VALUE_CHARS)]
-    if o.debug.strip():
-        parts.append("Debug Output\n" + _debug(o.debug))
+        parts += ["Output\n" + _cut(o.output.rstrip("\n"), MAX_VALUE_CHARS),
+                  "Expected\n" + _cut(o.expected.rstrip("\n"), MAX_VALUE_CHARS)]
+    if _debug(o.debug):
+        parts.append(_debug(o.debug))
     return "\n\n".join(parts)
 
 
@@ -109,10 +139,10 @@ def feedback_text(verdict: Verdict, problem) -> str:
             return "Incorrect Format: " + format_hint(problem.verifier.extract)
         return FORMAT_MESSAGE
     if kind == "command":
-        return _cap(verdict.message or "The judge rejected the answer (it printed nothing).", MAX_CHARS)
+        return (verdict.message or "The judge rejected the answer (it printed nothing).")[:MAX_CHARS]
     if kind == "answer":
-        # Never reveal the expected answer (SPEC §2.3 math feedback: correctness only).
-        return _cap(f"Wrong Answer\n\nYour final answer was: {verdict.answer}\nThat answer is not correct.", MAX_CHARS)
+        # Never reveal the expected answer (the official math feedback states correctness only).
+        return f"Wrong Answer\n\nYour final answer was: {verdict.answer}\nThat answer is not correct."[:MAX_CHARS]
 
     visible = [o for o in verdict.tests if not o.hidden and not o.passed]
     blocks: list[str] = []
@@ -123,16 +153,16 @@ def feedback_text(verdict: Verdict, problem) -> str:
             break
     if not blocks:
         wrong = [o for o in visible if o.status == WRONG_ANSWER]
-        wrong.sort(key=lambda o: (len(o.input) + len(o.output), o.index))
+        wrong.sort(key=lambda o: (len(o.input) + len(o.output), o.index))  # shortest first, as the official
         blocks = [_wrong_block(o) for o in wrong[:2]]
-    summary = _hidden_summary(verdict)
-    if summary:
-        blocks.append(summary)
-    return _cap("\n\n".join(blocks), MAX_CHARS)
+    if not blocks:  # only hidden tests failed: counts only (see "Departures" above)
+        blocks = [_hidden_summary(verdict)]
+    return "\n\n".join(blocks)[:MAX_CHARS]
 
 
 def reprompt(prompt: str, *, feedback: str | None = None, solution: str | None = None) -> str:
-    """The SDPO self-teacher's user message (SPEC §2.1-2.2).
+    """The SDPO self-teacher's user message (the official reprompt: `ray_trainer.py` builds it from the
+    three templates above).
 
     A successful attempt of the same batch (`solution`) is used as a demonstration, and feedback is
     then dropped (environment_feedback_only_without_solution). The student's own attempt never goes in.
@@ -146,8 +176,8 @@ MULTITURN_HEADER = "The following is feedback from your unsuccessful earlier att
 
 
 def multiturn_prompt(question: str, feedbacks: list[str]) -> str:
-    """The multi-turn baseline's `feedback_only` user message (SPEC §3.4): all past feedback, oldest
-    first, joined by blank lines under ONE header; past attempts are not kept."""
+    """The multi-turn baseline's `feedback_only` user message (the official baseline_multiturn/multiturn.py):
+    all past feedback, oldest first, joined by blank lines under ONE header; past attempts are not kept."""
     if not feedbacks:
         return question
     return f"{question}\n\n{MULTITURN_HEADER}\n\n" + "\n\n".join(feedbacks) + "\n\nCorrectly solve the original question."
@@ -155,13 +185,13 @@ def multiturn_prompt(question: str, feedbacks: list[str]) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# Multi-turn baseline: the `attempt_and_feedback` chat and the FIFO token window (SPEC §3.4)
+# Multi-turn baseline: the `attempt_and_feedback` chat and the FIFO token window
 
 MULTITURN_SUFFIX = "\n\nCorrectly solve the original question."
 
 
 def multiturn_prompt_attempt_and_feedback(question: str, attempts: list[str], feedbacks: list[str]) -> list[dict[str, str]]:
-    """The multi-turn baseline's `attempt_and_feedback` chat (SPEC §3.4, the ablated variant).
+    """The multi-turn baseline's `attempt_and_feedback` chat (the paper's ablated variant, Fig. 19 right).
 
     A real conversation: the question, then for each past turn the assistant's attempt and a user
     message holding that attempt's feedback under the header, ending with the same instruction as

@@ -1,4 +1,5 @@
-"""Discovery metrics for test-time runs (SPEC.md §3.3): discovery time, discovery@k, pass@k, bootstrap CIs.
+"""Discovery metrics for test-time runs (the paper's Def. 5.1, Eq. 4): discovery time, discovery@k, pass@k,
+bootstrap CIs.
 
 Owns: turning per-seed discovery times (or, for i.i.d. best-of-k, counts of correct samples) into
 discovery@k curves, averaging them over problems, bootstrap confidence intervals over seeds, and
@@ -8,7 +9,7 @@ Does not own: running attempts, reading run folders (runs.py), or plotting (repo
 numpy and the standard library (never torch), so `sdpo report` works without the training stack.
 
 Conventions: a discovery time is the 1-based index of the first successful attempt, counting every
-generation (SDPO's 16 rollouts of a step are 16 attempts, SPEC §5 item 8); None means no success
+generation (SDPO's 16 rollouts of a step are 16 attempts: the paper's Q3 was found "after 321 attempts", 20 steps of 16 plus 1); None means no success
 within the budget. `ks` are attempt budgets (non-negative ints).
 
 Usage:
@@ -53,7 +54,7 @@ def _times_array(times: Times) -> np.ndarray:
 
 
 def discovery_time(successes: Sequence[bool]) -> int | None:
-    """1-based index of the first successful attempt, or None if none succeeded (SPEC §3.3).
+    """1-based index of the first successful attempt, or None if none succeeded (the paper's discovery time T).
 
     Args:
         successes: Per-attempt outcomes in generation order (all attempts of a seed, flattened).
@@ -110,7 +111,7 @@ def _check_counts(n: int, c: int) -> None:
 
 
 def discovery_curve(times: Times, ks: Sequence[int] | np.ndarray) -> np.ndarray:
-    """discovery@k = fraction of seeds whose discovery time is <= k (SPEC §3.3, Def. 5.1).
+    """discovery@k = fraction of seeds whose discovery time is <= k (the paper's Def. 5.1).
 
     Args:
         times: One discovery time per seed (1-based attempt index, or None = never within budget).
@@ -153,7 +154,7 @@ def bootstrap_ci(
 
 
 def mean_discovery_curve(times_by_problem: Sequence[Times], ks: Sequence[int] | np.ndarray) -> np.ndarray:
-    """Mean over problems of each problem's discovery@k curve (seeds first, then problems; SPEC §5 item 8).
+    """Mean over problems of each problem's discovery@k curve (seeds first, then problems, as the paper averages).
 
     Every problem weighs the same, whatever its number of seeds.
 
@@ -175,7 +176,7 @@ def mean_bootstrap_ci(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Percentile bootstrap CI of the mean discovery curve, resampling seeds within each problem.
 
-    This is the paper's "bootstrapped 90% CI of the mean across the seeds per question" (SPEC §3.3):
+    This is the paper's "bootstrapped 90% CI of the mean across the seeds per question" (Fig. 13):
     each resample draws every problem's seeds with replacement (the problem set itself is fixed),
     averages the per-problem curves, and the interval is the (1-level)/2 and (1+level)/2 percentiles.
 

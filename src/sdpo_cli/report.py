@@ -4,7 +4,7 @@
     paths = write_outputs(Path("comparisons/demo"), report, curves)  # report.json, curves.csv, PNGs
     render_tables(report)                                            # rich tables on stderr
 
-What it computes (SPEC §3.3, §3.5), for a budget K (the comparison's budget), per problem and as the
+What it computes (the paper's Sec. 5.2 and Table 10), for a budget K (the comparison's budget), per problem and as the
 mean over problems (every problem weighs the same, as in the paper):
   * discovery time per seed (SDPO, multi-turn), censored at K (None = no success within K);
   * discovery@k for k = 1..K: the fraction of seeds with T <= k; for best-of-k the unbiased pass@k
@@ -20,8 +20,10 @@ mean over problems (every problem weighs the same, as in the paper):
     "3x fewer attempts"; > 1 means SDPO needed fewer).
 
 Outputs: report.json, curves.csv (long format: problem, method, k, discovery, ci_low, ci_high; the
-mean over problems has problem "(mean)"), discovery.png (the mean over problems, or the one problem)
-and, with several problems, discovery_problems.png (one panel per problem).
+mean over problems has problem "(mean)"), discovery.png (the mean over problems, or the one problem),
+with several problems discovery_problems.png (one panel per problem), and report.html (everything
+above plus every run's step curves and attempts in one offline page; report_html.py).
+Terminal tables never cut a header or a number (tables.py).
 
 Does not own: running anything (compare.py, trainer.py, baselines.py) or the estimators
 (metrics.py). Never imports torch or transformers, so it runs without the training stack.
@@ -35,10 +37,9 @@ import math
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from . import console
-from .errors import RunError
+from .errors import RunDataError
 from .metrics import (
     attempts_to_reach,
     bootstrap_ci,
@@ -78,19 +79,36 @@ def collect(directory: Path) -> tuple[int, list[str], dict[str, dict[str, dict]]
     """
     directory = Path(directory)
     if not directory.is_dir():
-        raise RunError(f"{directory}: no such directory (give a comparison directory made by `sdpo compare`)")
-    spec_path = directory / SPEC_FILE
-    spec = yaml.safe_load(spec_path.read_text()) if spec_path.is_file() else None
+        raise RunDataError(f"{directory}: no such directory (give a comparison directory made by `sdpo compare`)")
+    spec = None
     notes: list[str] = []
+    if (directory / SPEC_FILE).is_file():
+        from .compare import load_spec
+
+        try:
+            spec = load_spec(directory)
+        except RunDataError as e:
+            notes.append(f"{e}; reporting the runs found below it instead")
     finished = []
     for run in find_runs(directory):
-        summary = run.summary()
+        try:
+            summary, header = run.summary(), run.header
+        except RunDataError as e:  # a damaged run is named and left out, never silently counted
+            notes.append(f"{e.lines[0]} (skipped)")
+            continue
         if not summary or summary.get("status") not in ("solved", "exhausted"):
             notes.append(f"{run.path}: unfinished (status {summary.get('status') if summary else 'running'}); skipped")
             continue
-        finished.append((run, run.header, summary))
+        keys = {"budget": int, "solved": bool, "attempts_used": int}
+        if header["method"] == "best-of-k":
+            keys |= {"n_samples": int, "n_correct": int}
+        if any(not isinstance(summary.get(k), t) for k, t in keys.items()):
+            notes.append(f"{run.path}/summary.json: damaged (needs {', '.join(keys)}); skipped")
+            continue
+        finished.append((run, header, summary))
     if not finished:
-        raise RunError(f"{directory}: no finished runs found (run `sdpo compare`, or resume it with --resume)")
+        raise RunDataError(f"{directory}: no finished runs found (run `sdpo compare`, or resume it with --resume)"
+                           + (f"; {notes[0]}" if notes else ""))
 
     if spec is not None:
         budget = int(spec["config"]["budget"])
@@ -366,14 +384,16 @@ def _fmt_ratio(r: dict) -> str:
     return {"exact": "", "more_than": "> ", "less_than": "< "}[r["kind"]] + f"{r['ratio']:.2f}x"
 
 
-def _table(title: str, methods: dict, speedup: dict, budget: int, levels):
-    from rich.table import Table
+def summary_rows(methods: dict, speedup: dict, budget: int, levels) -> tuple[list[str], list[dict]]:
+    """The summary table as text cells, shared by the terminal tables and report.html.
 
-    t = Table(title=title, title_justify="left")
-    for col in ("method", "runs", "solved", f"discovery@{budget} [90% CI]", "mean attempts"):
-        t.add_column(col, justify="left" if col in ("method", "runs") else "right")
-    for p in levels:
-        t.add_column(f"to {p:.0%}", justify="right")
+    Returns:
+        (column headers, rows); a row is {"cells": [...] aligned with the headers, "ratio": bool}.
+        Ratio rows (baseline / SDPO attempts) leave the columns that have no ratio empty.
+    """
+    headers = ["method", "runs", "solved", f"discovery@{budget}", f"{CI_LEVEL:.0%} CI", "mean attempts",
+               *(f"to {p:.0%}" for p in levels)]
+    rows = []
     for method, m in methods.items():
         if "n_samples" in m:
             runs, solved = f"n={m['n_samples']} samples", f"c={m['n_correct']}"
@@ -385,24 +405,64 @@ def _table(title: str, methods: dict, speedup: dict, budget: int, levels):
             runs, solved = _plural(m["n_problems"], "problem"), ""
         lo, hi = m["ci_at_budget"]
         mean = ("≥ " if m["mean_attempts_is_lower_bound"] else "") + f"{m['mean_attempts']:.1f}"
-        t.add_row(LABELS[method], runs, solved, f"{m['discovery_at_budget']:.2f} [{lo:.2f}, {hi:.2f}]", mean,
-                  *(_fmt_k(m["attempts_to"][f"{p:g}"], budget) for p in levels))
+        rows.append({"cells": [LABELS[method], runs, solved, f"{m['discovery_at_budget']:.2f}",
+                               f"[{lo:.2f}, {hi:.2f}]", mean,
+                               *(_fmt_k(m["attempts_to"][f"{p:g}"], budget) for p in levels)], "ratio": False})
     for b, s in speedup.items():
-        t.add_row(f"{LABELS[b]} / SDPO", "attempts ratio", "", "", f"{s['mean_attempts']:.2f}x",
-                  *(_fmt_ratio(s["attempts_to"][f"{p:g}"]) for p in levels), style="dim")
+        rows.append({"cells": [f"{LABELS[b]} / SDPO", "attempts ratio", "", "", "", f"{s['mean_attempts']:.2f}x",
+                               *(_fmt_ratio(s["attempts_to"][f"{p:g}"]) for p in levels)], "ratio": True})
+    return headers, rows
+
+
+def _table(headers: list[str], rows: list[dict]):
+    from rich import box
+    from rich.table import Table
+
+    t = Table(box=box.SIMPLE_HEAD)
+    for col in headers:
+        t.add_column(col, justify="left" if col in ("method", "runs") else "right")
+    for row in rows:
+        t.add_row(*row["cells"], style="dim" if row["ratio"] else None)
     return t
 
 
+def _stacked(headers: list[str], rows: list[dict]):
+    """The narrow layout: one block per method, one "field  value" line per column."""
+    from rich.table import Table
+    from rich.text import Text
+
+    g = Table.grid(padding=(0, 2))
+    g.add_column(no_wrap=True)
+    g.add_column()
+    n_to = sum(h.startswith("to ") for h in headers)
+    for row in rows:
+        c = row["cells"]
+        g.add_row(Text(c[0], style="bold dim" if row["ratio"] else "bold"), c[1])
+        fields = [("solved", c[2]), (headers[3], f"{c[3]}  {headers[4]} {c[4]}" if c[3] else ""), (headers[5], c[5])]
+        fields.append(("attempts to", "   ".join(f"{h[3:]}: {v}" for h, v in zip(headers[-n_to:], c[-n_to:]))))
+        for name, value in fields:
+            if value:
+                g.add_row("  " + name, value, style="dim" if row["ratio"] else None)
+    return g
+
+
 def render_tables(report: dict, con=None) -> None:
-    """Rich tables on stderr: one per problem, then the mean over problems (when there are several)."""
+    """Tables on stderr: one per problem, then the mean over problems (when there are several).
+
+    At any width every method name and number is printed in full (see tables.py): the wide table
+    where it fits, one block per method on a narrower terminal, a Markdown table in a pipe or file.
+    """
+    from .tables import print_table
+
     con = con or console.err
     budget, levels = report["budget"], report["levels"]
-    for pid, p in report["problems"].items():
-        con.print(_table(f"{pid} (budget {budget})", p["methods"], p["speedup"], budget, levels))
+    parts = [(f"{pid} (budget {budget})", p["methods"], p["speedup"]) for pid, p in report["problems"].items()]
     if len(report["problems"]) > 1:
         o = report["overall"]
-        con.print(_table(f"Mean over {o['n_problems']} problems (budget {budget})", o["methods"], o["speedup"],
-                         budget, levels))
+        parts.append((f"Mean over {o['n_problems']} problems (budget {budget})", o["methods"], o["speedup"]))
+    for title, methods, speedup in parts:
+        headers, rows = summary_rows(methods, speedup, budget, levels)
+        print_table(con, _table(headers, rows), title=title, narrow=_stacked(headers, rows))
     con.print("mean attempts: capped at the budget; ≥ marks a lower bound (some runs never succeeded). "
               "x / SDPO > 1: SDPO needed fewer attempts.", style="dim")
     for note in report["notes"]:
@@ -427,11 +487,20 @@ def parse_levels(text: str) -> tuple[float, ...]:
     return tuple(out)
 
 
-def report_dir(directory: Path, *, levels=LEVELS, out: Path | None = None, quiet: bool = False) -> dict:
-    """Build, write and (unless quiet) print the report of `directory`. Returns the report dict."""
+def report_dir(directory: Path, *, levels=LEVELS, out: Path | None = None, quiet: bool = False,
+               html: bool = True) -> dict:
+    """Build, write and (unless quiet) print the report of `directory`. Returns the report dict.
+
+    Writes report.json, curves.csv, the PNG(s) and, unless html=False, report.html (report_html.py).
+    """
     report, curves = build_report(Path(directory), levels)
     paths = write_outputs(Path(directory), report, curves, out)
+    if html:
+        from .report_html import write_html
+
+        images = {"discovery": paths[2], "problems": paths[3] if len(paths) > 3 else None}
+        paths.append(write_html(Path(directory), report, images, out))
     if not quiet:
         render_tables(report)
-        console.err.print("wrote " + ", ".join(str(p) for p in paths))
+        console.err.print("wrote " + ", ".join(str(p) for p in paths), markup=False)
     return report

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .attempt import Attempt
-from .config import SolveConfig
+from .config import default_micro_batch_tokens
 from .errors import RunError
 from .feedback import reprompt
 
@@ -143,19 +143,19 @@ class SDPOUpdater:
     Args:
         model: the PeftModel with the student adapter "default" (model.attach_lora).
         tokenizer: its tokenizer (teacher prompts are chat-templated with it; pad id for padding).
-        cfg: resolved SolveConfig; reads lr, weight_decay, grad_clip, topk, alpha, is_clip, adv_clip,
-            temperature, teacher, ema_rate, trust_region_mix, micro_batch_tokens, grad_checkpointing.
+        cfg: a config.SolveConfig; reads lr, weight_decay, grad_clip, topk, alpha, is_clip, adv_clip,
+            temperature, teacher, ema_rate, mix, micro_batch_tokens, grad_checkpointing.
         rollout_correction: the sampler's log-probs come from another engine (vLLM): weight each
             token by min(p_trainer / p_sampler, is_clip).
     """
 
-    def __init__(self, model, tokenizer, cfg: SolveConfig, *, rollout_correction: bool = False):
+    def __init__(self, model, tokenizer, cfg, *, rollout_correction: bool = False):
         import torch
 
         from .teacher import Teacher
 
         self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
-        self.teacher = Teacher(model, cfg.teacher, rate=cfg.ema_rate, mix=cfg.trust_region_mix)
+        self.teacher = Teacher(model, cfg.teacher, rate=cfg.ema_rate, mix=cfg.mix)
         self.names = [n for n, p in model.named_parameters() if p.requires_grad]
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -270,7 +270,7 @@ class SDPOUpdater:
             s_prefix = prompt_ids[s_shared:]
             self._sync()
             t_fwd += time.perf_counter() - t0
-            budget = cfg.micro_batch_tokens or SolveConfig().resolve(device.type).micro_batch_tokens
+            budget = cfg.micro_batch_tokens or default_micro_batch_tokens(device.type)
             groups = micro_batches([max(len(r.teacher_prefix) - t_shared, len(s_prefix)) for r in rows],
                                    [len(r.response) for r in rows], budget)
         for group in groups:

@@ -219,9 +219,16 @@ class _Dumper(yaml.SafeDumper):
     """Block style for multi-line strings (statements and code stay readable), flow style for leaf lists."""
 
 
+_YAML_BREAKS = ("\x85", "\u2028", "\u2029")  # YAML reads these raw characters back as line breaks
+
+
 def _represent_str(dumper: yaml.SafeDumper, s: str):
     # PyYAML falls back to a quoted scalar by itself when `|` cannot represent the string exactly
-    # (e.g. trailing spaces on a line), so the round trip is always lossless.
+    # (e.g. trailing spaces on a line). It does not for the Unicode line breaks, which it would write raw
+    # and read back as "\n": such strings are written double-quoted, with escapes, so the round trip
+    # is lossless.
+    if any(c in s for c in _YAML_BREAKS):
+        return dumper.represent_scalar("tag:yaml.org,2002:str", s, style='"')
     return dumper.represent_scalar("tag:yaml.org,2002:str", s, style="|" if "\n" in s else None)
 
 
@@ -256,9 +263,11 @@ def _keep_user_meta(data: dict[str, Any], path: Path) -> dict[str, Any]:
     """
     if not path.is_file():
         return data
+    from ..yamldata import YamlDataError, load
+
     try:
-        old = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError):
+        old = load(path.read_text(encoding="utf-8"))
+    except (YamlDataError, UnicodeDecodeError, OSError):
         return data
     old_meta = old.get("meta") if isinstance(old, dict) else None
     if not isinstance(old_meta, dict):

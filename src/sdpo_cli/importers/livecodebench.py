@@ -1,13 +1,13 @@
 """LiveCodeBench code-generation release files -> `stdio` or `function` problems (the paper's benchmark).
 
-Owns reading a `code_generation_lite` JSONL file the user already has (DATASETS §2: one row per
+Owns reading a `code_generation_lite` JSONL file the user already has (the LiveCodeBench release format: one row per
 problem with question_title, question_content, platform, question_id, contest_id, contest_date,
 starter_code, difficulty, public_test_cases, private_test_cases, metadata) and converting its rows.
 Nothing is downloaded: the Hugging Face copy of the benchmark is the user's to fetch.
 
     result = load("test6.jsonl", since="2025-02-01", until="2025-04-30", difficulty=["hard"])
 
-Conversion, following the paper's setup (SPEC §2.3, DATASETS §3):
+Conversion, following the paper's setup (Sec. 4: public tests give feedback, private tests judge):
   * "stdin" tests -> `stdio` verifier; "functional" tests -> `function` verifier on
     `metadata.func_name`, called on `class Solution` when the reply defines one (our harness does that,
     SDPO's own does not); a functional input is one JSON value per line, one line per argument, and
@@ -44,7 +44,7 @@ REQUIRED = ("question_title", "question_content", "platform", "question_id", "co
             "difficulty", "public_test_cases", "private_test_cases", "metadata")
 TIME_LIMIT_S = 6.0
 
-# SDPO's prompt for LiveCodeBench (lasgroup/SDPO data/utils/livecodebench.py, DATASETS §3).
+# SDPO's prompt for LiveCodeBench (lasgroup/SDPO data/utils/livecodebench.py, data/format/prompts.py CODE_PROMPT).
 CODE_PROMPT = (
     "You are a coding expert. You will be given a coding problem, and you need to write a correct Python program "
     "that matches the specification and passes all tests. The time limit is 1 second. You may start by outlining "

@@ -1,7 +1,8 @@
 """Samplers: generate G completions of one prompt with the current LoRA adapter.
 
 Every backend (transformers, vLLM, the scripted test sampler) implements `Sampler`, so nothing above
-this package knows which backend runs. A backend is chosen by name with `get_sampler`.
+this package knows which backend runs. Every backend is built by name with `get_sampler` (the
+session does it; the training loop never constructs a sampler itself).
 """
 
 from __future__ import annotations
@@ -39,6 +40,28 @@ class Completion:
     truncated: bool = False
 
 
+@dataclass(frozen=True)
+class SampleRequest:
+    """`n` completions of one chat-templated prompt, drawn with `params` (its seed included)."""
+
+    prompt_ids: list[int]
+    n: int
+    params: SamplingParams
+
+
+def sample_batched(samplers: list, requests: list[SampleRequest]) -> list[list[Completion]]:
+    """Sample `requests[i]` with `samplers[i]`, in one call where the samplers allow it.
+
+    Samplers with the same `batch_key` (e.g. the transformers backend on one model, or vLLM on one
+    adapter) share a single batched call; others (the scripted backend, whose replies follow each run's
+    own attempt count) are called one by one. Either way each request gets what it would get alone.
+    """
+    first = samplers[0].batch_key
+    if first is not None and all(s.batch_key == first for s in samplers):
+        return samplers[0].sample_many(requests)
+    return [s.sample(r.prompt_ids, r.n, r.params) for s, r in zip(samplers, requests)]
+
+
 def check_request(prompt_ids: list[int], n: int, params: SamplingParams) -> None:
     """Reject a sampling request every backend would get wrong (ConfigError, one line)."""
     from ..errors import ConfigError
@@ -56,18 +79,30 @@ def check_request(prompt_ids: list[int], n: int, params: SamplingParams) -> None
 
 
 class Sampler(Protocol):
-    """A sampling backend.
+    """A sampling backend, as one run uses it.
 
     `prompt_ids` is the chat-templated prompt, already tokenised, so that every backend and the
-    trainer see the same prefix. `adapter_dir` is a peft adapter directory to sample with, or None
-    for the base model (or for backends that sample from the live in-memory adapter).
+    trainer see the same prefix. The backend-specific parts of a training loop live here too:
+
+    * `rollout_correction`: True when the samples come from another engine than the trainer's
+      forward pass (vLLM), so the loss applies the per-token weight min(p_trainer / p_sampler, clip).
+    * `sample_many(requests)`: several prompts (each with its own n and seed) in one batched call,
+      each getting what it would get alone.
+    * `after_update(model, directory)`: after an optimizer step, make the next `sample` call use the
+      updated adapter. The transformers backend samples from the live model and does nothing; vLLM
+      saves the adapter to a new `directory` and serves it under a new name. Returns what a resumed
+      run needs to continue with the same adapter (stored in the run's checkpoint).
     """
 
     name: str
+    rollout_correction: bool
+    batch_key: object  # samplers with equal (non-None) keys can share one `sample_many` call
 
-    def sample(
-        self, prompt_ids: list[int], n: int, params: SamplingParams, adapter_dir: str | None = None
-    ) -> list[Completion]: ...
+    def sample(self, prompt_ids: list[int], n: int, params: SamplingParams) -> list[Completion]: ...
+
+    def sample_many(self, requests: list[SampleRequest]) -> list[list[Completion]]: ...
+
+    def after_update(self, model, directory) -> dict: ...
 
 
 # name -> (module, class, install hint). Modules are imported only when chosen, so `--backend hf`
@@ -84,12 +119,14 @@ BACKENDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def get_sampler(name: str, **kwargs) -> Sampler:
-    """Build the sampler backend `name` ("hf", "vllm"), importing its module only now.
+def get_sampler(name: str, **kwargs):
+    """Build the backend `name` ("hf", "vllm", "scripted"), importing its module only now.
 
     Args:
         name: backend name, a key of `BACKENDS`.
-        **kwargs: passed to the backend's constructor (for "hf": model=, tokenizer=).
+        **kwargs: passed to the backend's constructor (hf: model=, tokenizer=; scripted: tokenizer=;
+            vllm: model=, lora_rank=, ... — vLLM's object is an engine; `engine.for_run(...)` gives
+            the per-run Sampler).
 
     Raises:
         ConfigError: unknown backend name.

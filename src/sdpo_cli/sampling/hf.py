@@ -2,25 +2,33 @@
 
 Owns `HFSampler`, the default backend (runs on CPU and CUDA). It samples with whatever LoRA adapter
 is active on the model object it was given, so after an optimizer step the next `sample` call
-already uses the new weights: no adapter files, no reloads. `adapter_dir` is therefore ignored
-(it exists in the Sampler protocol for backends that serve adapters from disk, such as vLLM).
+already uses the new weights: no adapter files, no reloads (`after_update` has nothing to do).
 
 Does not own: chat templating (model.encode_chat), verification, or training.
 
     sampler = HFSampler(peft_model, tokenizer)
     completions = sampler.sample(prompt_ids, n=4, params=SamplingParams(max_new_tokens=128, seed=1))
 
-How it samples: one `generate` call on G copies of the prompt (identical lengths, so no padding).
-Temperature and top-p are applied by our own processors followed by a recorder, and the model's own
-generation defaults are neutralised, so the recorded log-probs are exactly those of the
-distribution the token was drawn from (the "processed" log-probs; SPEC §1.7 uses them as the old
-policy in importance sampling). The recorder keeps only one (G, V) step at a time, unlike
-`output_scores`, which would hold every step's (G, V) scores.
+How it samples: one `generate` call for a whole batch of requests. `sample(prompt, n, params)` is one
+request (G copies of one prompt); `sample_many` takes several (e.g. the next turn of every multi-turn
+seed, or several best-of-k batches), left-pads their prompts to one length with the matching attention
+mask (positions are computed from the mask), and runs them together. Temperature and top-p are applied by
+our own processors, then a recorder keeps the log-probs of the distribution each token was drawn from (the
+"processed" log-probs, the old policy of the loss's importance weights), and the model's own generation
+defaults are neutralised. The recorder keeps only one (rows, V) step at a time, unlike `output_scores`.
 
-Determinism: the global torch RNG is forked, seeded with `params.seed` right before `generate`,
-and restored afterwards, so the same seed, prompt, weights and machine give the same completions on
-CPU and callers' RNG streams are untouched. On CUDA results are usually but not provably identical
-(non-deterministic kernels).
+Speed: the active LoRA adapter is folded into copies of the base weights while `generate` runs
+(model.merged_lora: base-model speed, the exact base weights back afterwards), and when every row
+has the same prompt (one request, or several of one prompt) the prompt runs through the model once
+and its KV cache is repeated for the rows. Both change only float rounding, not the distribution.
+
+Determinism: every request draws its tokens from its own torch.Generator seeded with its `params.seed`
+(one multinomial per step over the request's rows), so a request gets the same completions whether it is
+sampled alone or batched with others, and the same as transformers' own sampling seeded with that seed
+(torch.manual_seed, one multinomial over the rows). The global RNG is not touched. Batched and alone are
+equal up to floating-point differences of the batch shape (padding changes matmul shapes); on the tiny
+test model and on CPU they are identical (tests/test_hf_sampler.py). On CUDA results are usually but not
+provably identical (non-deterministic kernels).
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ from transformers.generation.logits_process import (
 
 from ..errors import ConfigError
 from ..model import merged_lora
-from . import Completion, SamplingParams, check_request
+from . import Completion, SampleRequest, SamplingParams, check_request
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -79,6 +87,42 @@ class _SampledTokenLogprobs(LogitsProcessor):
         return torch.stack(self.steps[:n_steps], dim=1)
 
 
+class _PerRequestSampler(LogitsProcessor):
+    """Draws each row's next token with its request's own generator; returns scores where only that token
+    is finite, so `generate`'s greedy argmax takes it.
+
+    Rows [a, b) of a request draw `multinomial(softmax(scores[a:b]), 1, generator=g)` once per step: the
+    same arithmetic and RNG stream as transformers' own sampling (softmax, then one multinomial over the
+    batch) with `torch.manual_seed(seed)`, so one request alone reproduces `generate(do_sample=True)`.
+    """
+
+    def __init__(self, spans: list[tuple[int, int]], generators: list[torch.Generator]) -> None:
+        self.spans, self.generators = spans, generators
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        chosen = torch.empty(scores.shape[0], dtype=torch.long, device=scores.device)
+        for (a, b), g in zip(self.spans, self.generators):
+            probs = torch.nn.functional.softmax(scores[a:b], dim=-1)
+            chosen[a:b] = torch.multinomial(probs, num_samples=1, generator=g).squeeze(1)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(1, chosen.unsqueeze(1), 0.0)
+
+
+class _quiet_generation_config:
+    """Silence transformers' "generation flags are not valid and may be ignored" warning for one call: the
+    model's own sampling defaults are merged into our greedy config and would be reported every call."""
+
+    def __enter__(self):
+        import logging
+
+        self.logger = logging.getLogger("transformers.generation.configuration_utils")
+        self.level = self.logger.level
+        self.logger.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc):
+        self.logger.setLevel(self.level)
+
+
 def _eos_ids(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase") -> list[int]:
     ids: set[int] = set()
     if tokenizer.eos_token_id is not None:
@@ -100,12 +144,13 @@ class HFSampler:
         model: causal LM, usually the PeftModel being trained (its active adapter is used).
         tokenizer: the matching tokenizer (for EOS / pad ids and decoding).
         merge: fold the active LoRA adapter into the base weights while generating (model.merged_lora).
-        share_prompt: run the prompt through the model once and copy its KV cache to the G rows.
+        share_prompt: when all rows have the same prompt, run it once and repeat its KV cache.
         min_new_tokens: EOS is banned before this many tokens (benchmarks use it to force lengths;
             the recorded log-probs are then those of the distribution with EOS removed).
     """
 
     name = "hf"
+    rollout_correction = False  # the trainer's own model samples: nothing to correct
 
     def __init__(
         self,
@@ -125,64 +170,88 @@ class HFSampler:
         self.share_prompt = share_prompt
         self.min_new_tokens = min_new_tokens
 
-    def _prompt_cache(self, prompt: torch.Tensor, n: int):
+    def after_update(self, model, directory) -> dict:
+        """Nothing to do: `sample` runs the live model, which already holds the updated adapter."""
+        return {}
+
+    @property
+    def batch_key(self):
+        """Samplers with equal keys can share one `sample_many` call (same live model)."""
+        return ("hf", id(self.model))
+
+    def _prompt_cache(self, prompt: list[int], n: int, device):
         """KV cache of all prompt tokens but the last, computed once and repeated for the `n` rows
         (`generate` then runs only the last prompt token and the new tokens). None for a 1-token prompt."""
-        if prompt.shape[1] < 2:
+        if len(prompt) < 2:
             return None
         cache = DynamicCache(config=self.model.config)
-        self.model(input_ids=prompt[:, :-1], past_key_values=cache, use_cache=True, logits_to_keep=1)
+        ids = torch.tensor([prompt[:-1]], dtype=torch.long, device=device)
+        self.model(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache, use_cache=True,
+                   logits_to_keep=1)
         if n > 1:
             cache.batch_repeat_interleave(n)
         return cache
 
-    def sample(
-        self, prompt_ids: list[int], n: int, params: SamplingParams, adapter_dir: str | None = None
-    ) -> list[Completion]:
-        """Sample `n` completions of one prompt.
+    def sample(self, prompt_ids: list[int], n: int, params: SamplingParams) -> list[Completion]:
+        """Sample `n` completions of one prompt (see `sample_many`)."""
+        return self.sample_many([SampleRequest(prompt_ids, n, params)])[0]
+
+    def sample_many(self, requests: list[SampleRequest]) -> list[list[Completion]]:
+        """Sample several requests in one `generate` call (prompts left-padded to one length).
 
         Args:
-            prompt_ids: chat-templated prompt token ids (see model.encode_chat).
-            n: number of completions G.
-            params: temperature (0 = greedy), top_p, max_new_tokens, seed.
-            adapter_dir: ignored; the live model's active adapter is used (see module docstring).
+            requests: (prompt_ids, n, params) each; they must agree on temperature, top_p and
+                max_new_tokens (one set of processors per call); each has its own seed.
 
         Returns:
-            `n` Completions. `token_ids` stop after the first EOS (included); `logprobs[i]` is the
-            log-prob of `token_ids[i]` after temperature and top-p (for greedy, T = 0, the
-            log-prob under the unmodified model distribution); `truncated` is True when no EOS was
-            produced within `max_new_tokens`.
+            per request, its `n` Completions. `token_ids` stop after the first EOS (included);
+            `logprobs[i]` is the log-prob of `token_ids[i]` after temperature and top-p (for greedy,
+            T = 0, under the unmodified model distribution); `truncated` is True when no EOS was produced
+            within `max_new_tokens`.
         """
-        check_request(prompt_ids, n, params)
-        device = next(self.model.parameters()).device
+        for r in requests:
+            check_request(r.prompt_ids, r.n, r.params)
+        p0 = requests[0].params
+        if any((r.params.temperature, r.params.top_p, r.params.max_new_tokens)
+               != (p0.temperature, p0.top_p, p0.max_new_tokens) for r in requests):
+            raise ConfigError("requests sampled together must share temperature, top_p and max_new_tokens")
 
-        greedy = params.temperature == 0
+        device = next(self.model.parameters()).device
+        rows = [r.prompt_ids for r in requests for _ in range(r.n)]
+        width = max(len(x) for x in rows)
+        input_ids = torch.tensor([[self.pad_id] * (width - len(x)) + x for x in rows], dtype=torch.long, device=device)
+        attention_mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in rows], dtype=torch.long,
+                                      device=device)
+
+        greedy = p0.temperature == 0
         processors = LogitsProcessorList()
-        if not greedy:
-            if params.temperature != 1.0:
-                processors.append(TemperatureLogitsWarper(params.temperature))
-            if params.top_p < 1.0:
-                processors.append(TopPLogitsWarper(params.top_p))
         if self.min_new_tokens:
-            processors.insert(0, MinNewTokensLengthLogitsProcessor(len(prompt_ids), self.min_new_tokens, self.eos_ids,
-                                                                  device=str(device)))
+            processors.append(MinNewTokensLengthLogitsProcessor(width, self.min_new_tokens, self.eos_ids,
+                                                                device=str(device)))
+        if not greedy:
+            if p0.temperature != 1.0:
+                processors.append(TemperatureLogitsWarper(p0.temperature))
+            if p0.top_p < 1.0:
+                processors.append(TopPLogitsWarper(p0.top_p))
         recorder = _SampledTokenLogprobs()
         processors.append(recorder)
+        if not greedy:
+            spans, start = [], 0
+            for r in requests:
+                spans.append((start, start + r.n))
+                start += r.n
+            generators = [torch.Generator(device=device).manual_seed(r.params.seed) for r in requests]
+            processors.append(_PerRequestSampler(spans, generators))
 
-        # Every knob that would add a warper after our recorder, or change the distribution, is set
-        # explicitly to its neutral value: `generate` fills unset (None) fields from the model's own
-        # generation_config (e.g. Qwen3 ships temperature 0.6, top_k 20, top_p 0.95).
+        # Sampling itself is done by our processors (_PerRequestSampler), so `generate` runs greedily on
+        # one-token scores: with do_sample=False it adds no warper of its own, whatever the model's
+        # generation_config says (e.g. Qwen3 ships temperature 0.6, top_k 20, top_p 0.95). The sampling
+        # fields stay unset so `generate` does not warn that they are ignored in greedy mode; the knobs that
+        # would change the distribution in greedy mode too are set to their neutral values.
         gen_config = GenerationConfig(
-            do_sample=not greedy,
-            max_new_tokens=params.max_new_tokens,
+            do_sample=False,
+            max_new_tokens=p0.max_new_tokens,
             min_length=0,
-            temperature=1.0,
-            top_k=0,
-            top_p=1.0,
-            min_p=0.0,
-            typical_p=1.0,
-            epsilon_cutoff=0.0,
-            eta_cutoff=0.0,
             repetition_penalty=1.0,
             no_repeat_ngram_size=0,
             num_beams=1,
@@ -194,18 +263,13 @@ class HFSampler:
             output_scores=False,
         )
 
-        # G identical rows: same length, so no padding and no attention-mask subtleties.
-        input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=device).repeat(n, 1)
-        attention_mask = torch.ones_like(input_ids)
-
         was_training = self.model.training
         self.model.eval()  # no LoRA dropout while sampling
-        fork_devices = [device.index or 0] if device.type == "cuda" else []
         merged = merged_lora(self.model) if self.merge else contextlib.nullcontext()
+        one_prompt = self.share_prompt and all(x == rows[0] for x in rows)
         try:
-            with torch.no_grad(), torch.random.fork_rng(devices=fork_devices), merged:
-                cache = self._prompt_cache(input_ids[:1], n) if self.share_prompt else None
-                torch.manual_seed(params.seed)  # seeds CPU and all CUDA generators
+            with torch.no_grad(), _quiet_generation_config(), merged:
+                cache = self._prompt_cache(rows[0], len(rows), device) if one_prompt else None
                 sequences = self.model.generate(
                     input_ids=input_ids,
                     attention_mask=attention_mask,
@@ -216,7 +280,7 @@ class HFSampler:
         finally:
             self.model.train(was_training)
 
-        generated = sequences[:, len(prompt_ids) :]
+        generated = sequences[:, width:]
         logprobs = recorder.finish(generated).cpu()
         generated = generated.cpu()
         eos = torch.tensor(self.eos_ids)
@@ -240,4 +304,8 @@ class HFSampler:
                     truncated=truncated,
                 )
             )
-        return completions
+        out, start = [], 0
+        for r in requests:
+            out.append(completions[start:start + r.n])
+            start += r.n
+        return out

@@ -20,8 +20,11 @@ from . import Completion, SamplingParams
 
 class ScriptedSampler:
     name = "scripted"
+    rollout_correction = False
+    batch_key = None  # replies follow this run's own attempt count: never batched with another run
 
-    def __init__(self, tokenizer, responses: list[str] | None = None, script: str | None = None):
+    def __init__(self, tokenizer, responses: list[str] | None = None, script: str | None = None,
+                 attempts_done: int = 0):
         if responses is None:
             path = script or os.environ.get("SDPO_SCRIPT")
             if not path or not Path(path).is_file():
@@ -31,10 +34,15 @@ class ScriptedSampler:
             raise ConfigError("the scripted sampler needs at least one response")
         self.responses = list(responses)
         self.tokenizer = tokenizer
-        self.calls = 0  # attempts handed out so far
+        self.calls = attempts_done  # attempts handed out so far (a resumed run continues the script)
 
-    def sample(self, prompt_ids: list[int], n: int, params: SamplingParams, adapter_dir: str | None = None
-               ) -> list[Completion]:
+    def after_update(self, model, directory) -> dict:
+        return {}
+
+    def sample_many(self, requests) -> list[list[Completion]]:
+        return [self.sample(r.prompt_ids, r.n, r.params) for r in requests]
+
+    def sample(self, prompt_ids: list[int], n: int, params: SamplingParams) -> list[Completion]:
         out = []
         for _ in range(n):
             text = self.responses[self.calls % len(self.responses)]
@@ -45,7 +53,3 @@ class ScriptedSampler:
                 ids = ids + [self.tokenizer.eos_token_id]
             out.append(Completion(text=text, token_ids=ids, logprobs=[0.0] * len(ids), truncated=truncated))
         return out
-
-    def skip(self, attempts: int) -> None:
-        """Advance the script past attempts already made (a resumed run)."""
-        self.calls = attempts

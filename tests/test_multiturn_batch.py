@@ -1,0 +1,140 @@
+"""Multi-turn chains of several seeds sampled as one batch per turn (baselines.multi_turn_seeds).
+
+Every chain must get exactly what it gets when its seed runs alone (the one-seed path): the same
+transcript (attempt texts, feedback), the same prompt window and the same discovery index; and each
+seed's run directory stays a normal resumable run (kill -9 mid-grid, then --resume: same result).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sdpo_cli.baselines import multi_turn, multi_turn_seeds
+from sdpo_cli.config import make_config
+from sdpo_cli.problem import Problem
+from sdpo_cli.runs import RunDir
+from sdpo_cli.session import Session
+
+ROOT = Path(__file__).resolve().parents[1]
+# Never solved by a random model (it would have to end with "Answer: 5"); a 2-line window forces trimming.
+PROBLEM = Problem.model_validate({"id": "add", "title": "t", "prompt": "What is 2+3?",
+                                  "verifier": {"kind": "answer", "answer": 5}})
+STEP_KEYS = ("step", "attempts_used", "prompt_tokens", "feedback_in_prompt", "dropped", "n_passed")
+
+
+def transcript(run: RunDir) -> dict:
+    return {"attempts": [(a["attempt"], a["text"], a["feedback"], a["passed"]) for a in run.attempts()],
+            "steps": [[s[k] for k in STEP_KEYS] for s in run.steps()],
+            "summary": {k: run.summary()[k] for k in ("status", "discovery_index", "attempts_used", "window_tokens")}}
+
+
+def _cfg(seed, **kw):
+    return make_config(dict(device="cpu", budget=5, batch_size=2, max_new_tokens=20, seed=seed, **kw))
+
+
+@pytest.mark.parametrize("max_batch", [3, 2])
+def test_batched_chains_equal_each_seed_alone(tiny_model, tmp_path, max_batch):
+    model, tok = tiny_model
+    session = Session(model, tok)
+    window = 70  # a few feedbacks fit: the window moves during the run
+    alone = []
+    for seed in (0, 1, 2):
+        run = RunDir.create(tmp_path / "alone", PROBLEM, "multi-turn", seed, _cfg(seed).to_dict())
+        list(multi_turn(PROBLEM, _cfg(seed), session, run, window_tokens=window))
+        alone.append(transcript(run))
+    runs = [RunDir.create(tmp_path / "batched", PROBLEM, "multi-turn", s, _cfg(s).to_dict()) for s in (0, 1, 2)]
+    events = list(multi_turn_seeds(PROBLEM, [(_cfg(s, max_batch=max_batch), r, False) for s, r in zip((0, 1, 2), runs)],
+                                   session, window_tokens=window))
+    assert [transcript(r) for r in runs] == alone
+    steps = [e.record for e in events if type(e).__name__ == "Step"]
+    assert max(s["batched_with"] for s in steps) == max_batch  # really batched (solved chains leave the batch)
+    assert any(s["dropped"] for s in steps)  # the window moved
+    assert len({a["attempts"][0][1] for a in alone}) == 3  # the seeds really differ
+
+
+def test_a_chain_that_stops_early_leaves_the_others_going(tiny_model, tmp_path, monkeypatch):
+    """Scripted replies: seed 0's chain is solved at turn 2, seed 1's never; both runs are complete."""
+    model, tok = tiny_model
+    script = tmp_path / "s.json"
+    script.write_text(json.dumps(["Answer: 4", "Answer: 5"]))
+    monkeypatch.setenv("SDPO_SCRIPT", str(script))
+    never = PROBLEM.model_copy(update={"id": "never", "verifier": PROBLEM.verifier.model_copy(update={"answer": 9})})
+    session = Session(model, tok, backend="scripted")
+    cfgs = [_cfg(0, backend="scripted"), _cfg(1, backend="scripted")]
+    runs = [RunDir.create(tmp_path / "r", p, "multi-turn", c.seed, c.to_dict()) for p, c in zip((PROBLEM, never), cfgs)]
+    # Two problems would never be batched by the runner; the loop itself does not care.
+    list(multi_turn_seeds(PROBLEM, [(cfgs[0], runs[0], False)], session))
+    list(multi_turn_seeds(never, [(cfgs[1], runs[1], False)], session))
+    assert runs[0].summary()["discovery_index"] == 2 and runs[0].summary()["attempts_used"] == 2
+    assert runs[1].summary()["status"] == "exhausted" and runs[1].summary()["attempts_used"] == 5
+
+
+def _compare(args, out, env, **kw):
+    return subprocess.Popen([sys.executable, "-m", "sdpo_cli", "compare", *map(str, args), "--out", str(out)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+@pytest.mark.slow
+def test_kill_9_in_a_batched_turn_then_resume_gives_the_same_runs(tiny_model_dir, tmp_path):
+    from sdpo_cli.runner import existing_runs
+
+    problem = tmp_path / "add.yaml"
+    problem.write_text("id: add\ntitle: t\nprompt: What is 2+3?\nverifier: {kind: answer, answer: 5}\n")
+    args = [problem, "--model", tiny_model_dir, "--device", "cpu", "--budget", "6", "--batch-size", "2",
+            "--max-new-tokens", "24", "--seeds", "3", "--baseline", "multi-turn", "--lora-rank", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}
+    whole = _compare(args, tmp_path / "whole", env)
+    assert whole.wait(timeout=600) == 0, whole.stderr.read()[-2000:]
+
+    cut = _compare(args, tmp_path / "cut", env)
+    deadline, victim = time.time() + 600, None
+    while time.time() < deadline and victim is None:
+        for ck in (tmp_path / "cut").glob("runs/*multi-turn*/checkpoint.json"):
+            try:
+                if json.loads(ck.read_text())["step"] >= 2:
+                    victim = ck.parent
+            except ValueError:
+                pass  # being replaced right now
+        time.sleep(0.02)
+    os.kill(cut.pid, signal.SIGKILL)
+    cut.wait()
+    assert victim is not None and not (victim / "summary.json").exists()
+    again = _compare(["--resume"], tmp_path / "cut", env)
+    assert again.wait(timeout=600) == 0, again.stderr.read()[-2000:]
+    a, b = existing_runs(tmp_path / "whole" / "runs"), existing_runs(tmp_path / "cut" / "runs")
+    assert sorted(a) == sorted(b)
+    for key in a:
+        strip = lambda recs: [{k: v for k, v in r.items() if not k.endswith("_s")} for r in recs]  # noqa: E731
+        assert strip(a[key].attempts()) == strip(b[key].attempts()), key
+
+
+@pytest.mark.slow
+def test_real_model_batched_chains_equal_each_seed_alone(tmp_path):
+    """The default model (SmolLM2-135M): 3 seeds x 2 turns, batched vs alone, exactly equal."""
+    pytest.importorskip("gguf")
+    from sdpo_cli.model import load_model
+    from sdpo_cli.problem import load_problem
+
+    problem = load_problem(ROOT / "problems/demo_apples.yaml")
+    model, tok = load_model("smollm2-135m", device="cpu")
+    session = Session(model, tok)
+
+    def cfg(seed, **kw):
+        return make_config(dict(device="cpu", budget=2, max_new_tokens=48, seed=seed, **kw))
+
+    alone = []
+    for seed in (0, 1, 2):
+        run = RunDir.create(tmp_path / "alone", problem, "multi-turn", seed, cfg(seed).to_dict())
+        list(multi_turn(problem, cfg(seed), session, run))
+        alone.append(transcript(run))
+    runs = [RunDir.create(tmp_path / "batched", problem, "multi-turn", s, cfg(s).to_dict()) for s in (0, 1, 2)]
+    list(multi_turn_seeds(problem, [(cfg(s, max_batch=3), r, False) for s, r in zip((0, 1, 2), runs)], session))
+    assert [transcript(r) for r in runs] == alone
