@@ -1,7 +1,7 @@
 """Per-step time split of `sdpo solve` on CPU and the SDPO overhead ratio, interleaved over rounds.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_step.py [--problem problems/stdio_second_largest.yaml]
-        [--rounds 3] [--steps 2] [--batch-size 8] [--max-new-tokens 192] [--dtype auto] [--micro-batch-tokens N]
+        [--rounds 3] [--steps 2] [--batch-size 8] [--max-new-tokens 192] [--dtype auto] [--micro-batch-tokens N] [--seed 0]
 
 Each round runs `--steps` SDPO steps with a fresh adapter (default model, the defaults of `sdpo solve`,
 a problem the model does not solve, so every step samples, verifies and updates), then `--steps`
@@ -71,6 +71,7 @@ def main():
     ap.add_argument("--max-new-tokens", type=int, default=None)
     ap.add_argument("--dtype", default=None, help="base-weight dtype: auto, fp32, bf16 [auto]")
     ap.add_argument("--micro-batch-tokens", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0, help="first round's seed (round r uses seed + r)")
     a = ap.parse_args()
 
     from sdpo_cli.config import resolve_config
@@ -79,7 +80,8 @@ def main():
 
     problem = load_problem(a.problem)
     cfg = resolve_config(flag_values={"batch_size": a.batch_size, "max_new_tokens": a.max_new_tokens,
-                                      "dtype": a.dtype, "micro_batch_tokens": a.micro_batch_tokens, "device": "cpu"})
+                                      "dtype": a.dtype, "micro_batch_tokens": a.micro_batch_tokens, "device": "cpu",
+                                      "seed": a.seed})
     session = load_session(cfg)
     rounds = []
     for r in range(a.rounds):

