@@ -3,9 +3,10 @@
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_update.py [--repeats 3] [--updates 2]
         [--variant fp32:1 --variant bf16:4096 ...] [--threads 1] [--baseline-src OTHER_CHECKOUT/src]
 
-A variant is DTYPE:MICRO_BATCH_TOKENS[:ckpt][:noshare][:old], e.g. `fp32:1:noshare` (fp32, one whole
+A variant is DTYPE:MICRO_BATCH_TOKENS[:ckpt][:noshare][:sdpa|:eager][:old], e.g. `fp32:1:noshare` (fp32, one whole
 sequence per forward), `bf16:1` (one sequence per forward, shared prompt prefixes run once),
-`bf16:4096:ckpt` (with gradient checkpointing), `fp32:1:old` (the code in `--baseline-src`, e.g. a
+`bf16:4096:ckpt` (with gradient checkpointing), `bf16:384:sdpa` (that attention instead of
+model.attention_for's choice), `fp32:1:old` (the code in `--baseline-src`, e.g. a
 checkout from before micro-batching: `git worktree add /tmp/before <commit>`).
 
 The batch: on first use, G=8 attempts of `--problem` are sampled from the base default model with
@@ -103,6 +104,9 @@ def worker(variant: str, path: Path, updates: int) -> dict:
     configure_threads()
     problem, prompt, attempts = load_batch(path)
     model, tok = load_model(json.loads(path.read_text())["model"], device="cpu", dtype=dtype)
+    for attn in ("sdpa", "eager"):
+        if attn in flags:  # override model.attention_for's choice
+            model.set_attn_implementation(attn)
     torch.manual_seed(0)
     peft = attach_lora(model, rank=16, alpha=32)
     cfg = resolve_config(flag_values={"device": "cpu", "dtype": dtype, "micro_batch_tokens": int(budget),

@@ -344,8 +344,8 @@ def auto_dtype(device: str) -> "torch.dtype":
 
     CUDA: bf16 where the GPU supports it (Ampere and later), else fp32 (fp16 would need loss scaling).
     CPU: bf16 when `cpu_has_fast_bf16()`, else fp32. On this project's 2-core AMD EPYC (AVX512-BF16,
-    no AMX) bf16 made the SDPO update ~1.5x faster and sampling ~1.2x faster than fp32
-    (bench/bench_update.py and bench/bench_step.py, README "Measurements").
+    no AMX) bf16 made the SDPO update 1.5x and sampling 1.26x faster than fp32 (bench/bench_update.py,
+    bench/bench_sampling.py; README "Measurements").
     In both cases only the base weights are bf16: LoRA weights, optimiser state, the EMA teacher and
     the loss's log-softmax / top-K / tail math stay fp32.
     """
@@ -360,9 +360,10 @@ def attention_for(device: str, dtype: "torch.dtype") -> str:
     """The attention implementation for this device and dtype.
 
     "sdpa" (torch's fused kernels) everywhere but bf16 on CPU, where torch's CPU flash-attention kernel
-    is slower than plain matmul + softmax ("eager"): measured per 8-row decode step 111 ms (sdpa) vs
-    89 ms (eager), and per forward + backward of a 313-token sequence ~10% less CPU time with eager.
-    Eager keeps each layer's (heads, L, L) attention weights for backward: fine at CPU lengths.
+    is slower than plain matmul + softmax ("eager"). Measured on this project's AMD EPYC, 1 thread:
+    sampling 8 x 192 tokens took 1.36x the CPU time with sdpa in bf16 (bench/bench_sampling.py), an
+    SDPO update 1.04x (bench/bench_update.py); in fp32 sdpa was the faster one (1.27x and 1.04x).
+    Eager keeps each layer's (heads, L, L) attention weights for backward: ~130 MB more at CPU lengths.
     """
     import torch
 

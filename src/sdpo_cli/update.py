@@ -9,6 +9,11 @@ sibling as demonstration). `SDPOUpdater.update` scores the student's exact sampl
 teacher (no grad) and the student, applies `sdpo_loss`, takes one AdamW step on the LoRA weights and
 moves the EMA teacher.
 
+Shared prefixes. Every student row starts with the same prompt, and the teacher prompts start with
+the same chat header and question; each shared part runs through the model once per update (the
+student's with grad, through detached key/value leaves whose gradient is sent back once at the end;
+see `update`), so only each row's own tokens are recomputed per row.
+
 Micro-batches. The sequences with a teacher signal are sorted by length and packed into
 micro-batches of at most `cfg.micro_batch_tokens` padded tokens per forward pass (`micro_batches`;
 a sequence longer than that runs alone). Each row is laid out as [left padding | prefix | response |
@@ -18,13 +23,15 @@ teacher rows (different prompts) and the student rows (one shared prompt) use th
 The loss of a micro-batch of b sequences is its mean of per-sequence token means, weighted b / n,
 so the gradient equals the official code's micro-batch-1 objective (mean over the n sequences of
 each sequence's token mean; sequences without a teacher signal add 0 and still count in n),
-whatever the grouping, up to float rounding.
+whatever the grouping, up to float rounding (tests/test_update.py: within 1e-5 in fp32).
 
-Memory. A micro-batch holds the activations of its tokens for backward plus its logits at the
-response positions (teacher logits are reduced to the K + 1 support before the backward); the token
-budget bounds both. `cfg.grad_checkpointing` recomputes each layer's activations in backward
-instead (for long responses on a GPU). Base weights may be bf16 (model.auto_dtype); the LoRA weights,
-AdamW state and EMA teacher stay fp32 (peft keeps adapters fp32) and loss.py computes in fp32.
+Memory and precision. A micro-batch holds the activations of its tokens for backward plus its
+logits at the response positions (teacher logits are reduced to the K + 1 support before the
+backward); the token budget bounds both. `cfg.grad_checkpointing` recomputes each layer's
+activations in backward instead (for long responses on a GPU). Base weights may be bf16
+(model.auto_dtype): the forwards then run under autocast, so the LoRA branch computes in bf16 from
+its fp32 weights; the LoRA weights, their gradients, the AdamW state and the EMA teacher stay fp32,
+and loss.py's log-softmax, top-K and tail math is fp32 whatever the logits' dtype.
 
 Does not own: sampling, verification, the solve loop (trainer.py) or run files.
 """
