@@ -181,6 +181,10 @@ class _Candidate:
         """One call: {"ok": payload, "debug": text} or {"fail": {...}} (see judge.py)."""
         if self.broken:
             return {"fail": self.broken}
+        if self.box is not None:
+            self.pipes.pump(0)
+            if self.out.buf:  # lines nobody asked for: a fresh process, so no answer lands on a later call
+                self.stop()
         if self.box is None:
             failed = self._start()
             if failed:
@@ -194,8 +198,10 @@ class _Candidate:
         debug = self._debug()
         if got.startswith(b"R"):
             return {"ok": got[1:].decode("utf-8", errors="replace"), "debug": debug}
-        fail = self._exception(debug) if got == b"E" else self._protocol_error()
-        return {"fail": fail}
+        if got == b"E":
+            return {"fail": self._exception(debug)}
+        self.stop()
+        return {"fail": self._protocol_error()}
 
     def _reply(self, deadline: float, cpu0: float | None) -> bytes | dict:
         """The next line from the runner, or a failure dict (time, output, exit)."""

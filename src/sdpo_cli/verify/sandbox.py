@@ -131,6 +131,12 @@ def isolation() -> str:
     return "rlimits"
 
 
+def reset() -> None:
+    """Forget the detected mode and everything derived from it (tests switch SDPO_SANDBOX)."""
+    for f in (isolation, interpreter, _python_files, candidate_view, judge_view):
+        f.cache_clear()
+
+
 def hides_files(mode: str | None = None) -> bool:
     """Whether programs see only the allow-listed root (no problem files, no other runs)."""
     return (mode or isolation()) in ("bwrap", "unshare")
@@ -277,14 +283,17 @@ def _claim_uid() -> tuple[int, int] | None:
 
 
 def _chain(argv: list[str], limits: Limits, uid: int | None) -> list[str]:
+    """prlimit, then (as root) setpriv to the program's own uid; the program gets a parent-death
+    SIGKILL either way (setpriv sets it after changing uid, which would clear an earlier one)."""
     cpu = max(1, int(limits.time_s + 0.999))
     prlimit, setpriv = _tools()
     chain = [prlimit, f"--cpu={cpu}:{cpu + 1}", f"--as={limits.memory_mb << 20}",
              f"--fsize={limits.file_size_mb << 20}", f"--nofile={limits.open_files}", "--core=0"]
     if uid is None:
-        return chain + ["--", *argv]
+        death = [setpriv, "--pdeathsig", "KILL", "--"] if os.path.exists(setpriv) else []
+        return death + chain + ["--", *argv]
     return chain + [f"--nproc={limits.processes}", "--", setpriv, f"--reuid={uid}", f"--regid={uid}",
-                    "--clear-groups", "--no-new-privs", "--bounding-set=-all", "--", *argv]
+                    "--clear-groups", "--no-new-privs", "--bounding-set=-all", "--pdeathsig", "KILL", "--", *argv]
 
 
 def _bwrap(view: View, files: list[tuple[int, str]], limits: Limits, chain: list[str]) -> list[str]:
@@ -446,7 +455,7 @@ def spawn(argv: list[str], *, files: dict[str, str | bytes] | None = None, limit
             if uid is not None:
                 for p in [host_dir] + [os.path.join(host_dir, n) for n in named]:
                     os.chown(p, uid, uid)
-            cmd, cwd, workdir = [_tools()[1], "--pdeathsig", "KILL", "--", *chain], host_dir, host_dir
+            cmd, cwd, workdir = chain, host_dir, host_dir
         else:
             fds = [_memfd(n, d) for n, d in named.items()]
             pairs = list(zip(fds, named))
@@ -551,7 +560,10 @@ def _collect(proc: subprocess.Popen, limits: Limits) -> tuple[bytes, bytes, str 
             if left <= 0:
                 status = "timeout"
                 break
-            for key, _ in sel.select(timeout=min(left, 0.5)):
+            ready = sel.select(timeout=min(left, 0.2))
+            if not ready and _exited(proc.pid):
+                break  # it exited; pipes still open belong to children left behind (rlimits mode)
+            for key, _ in ready:
                 chunk = os.read(key.fd, 65536)
                 if not chunk:
                     sel.unregister(key.fileobj)
@@ -567,6 +579,14 @@ def _collect(proc: subprocess.Popen, limits: Limits) -> tuple[bytes, bytes, str 
     finally:
         sel.close()
     return bytes(bufs[proc.stdout]), bytes(bufs[proc.stderr]), status
+
+
+def _exited(pid: int) -> bool:
+    """Has `pid` ended? Without reaping it (wait4 later collects its status and CPU time)."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
 
 
 def classify(rc: int | None, stderr: str, limits: Limits, cpu_s: float) -> str:
