@@ -207,6 +207,7 @@ def running_max(numbers):
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif("bwrap" not in MODES and "unshare" not in MODES, reason="hidden tests need file isolation")
 def test_solve_fed_only_forged_replies_ends_exhausted(tiny_model_dir, tmp_path):
     problem = tmp_path / "e2e.yaml"

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..errors import SdpoError
 
-# Test outcome statuses, in the order the feedback gives them priority (SPEC §2.3).
+# Test outcome statuses, in the order the feedback gives them priority (the paper's code environment).
 PASSED = "passed"
 RUNTIME_ERROR = "runtime_error"
 TIME_LIMIT = "time_limit"

@@ -311,11 +311,14 @@ def run_function_tests(problem: Problem, code: str, lim: Limits) -> list[TestOut
             if line is None:
                 reason = err.take().decode("utf-8", errors="replace").strip().splitlines()[-1:] or ["it stopped answering"]
                 return _judge_failed(n, shown, hidden, f"Judge error: {reason[0]}", time.perf_counter() - t0)
-            msg = json.loads(line)
-            if "done" in msg:
-                results = msg["done"]
-            else:
-                pipes.write(judge.proc.stdin, (json.dumps(cand.call(msg["call"])) + "\n").encode())
+            try:
+                msg = json.loads(line)
+                results = msg["done"] if "done" in msg else None
+                reply = None if results is not None else cand.call(msg["call"])
+            except (ValueError, KeyError, TypeError) as e:
+                return _judge_failed(n, shown, hidden, f"Judge error: unreadable message ({e})", time.perf_counter() - t0)
+            if reply is not None:
+                pipes.write(judge.proc.stdin, (json.dumps(reply) + "\n").encode())
     except OSError as e:
         return _judge_failed(n, shown, hidden, f"Judge error: could not start the sandbox: {e}", time.perf_counter() - t0)
     finally:
@@ -323,8 +326,8 @@ def run_function_tests(problem: Problem, code: str, lim: Limits) -> list[TestOut
         if judge is not None:
             judge.close()
         pipes.close()
-    if len(results) != n:
-        return _judge_failed(n, shown, hidden, f"Judge error: {len(results)} results for {n} tests", time.perf_counter() - t0)
+    if not isinstance(results, list) or len(results) != n or not all(isinstance(r, dict) for r in results):
+        return _judge_failed(n, shown, hidden, f"Judge error: its results do not match the {n} tests", time.perf_counter() - t0)
     return [_outcome(i, r, shown[i], hidden[i]) for i, r in enumerate(results)]
 
 

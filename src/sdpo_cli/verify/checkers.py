@@ -1,8 +1,8 @@
 """Problem kinds -> sandbox runs -> `Verdict`s.
 
 Who decides a verdict: always a process that holds no code from the reply.
-  stdio    each test case is one sandbox run of the reply (as in the paper's code environment,
-           SPEC §2.3); sdpo compares its stdout. The exit code can only fail a test.
+  stdio    each test case is one sandbox run of the reply (as in the paper's code environment);
+           sdpo compares its stdout. The exit code can only fail a test.
   function per reply, a judge process and a candidate process (calls.py): the judge runs the tests
            and compares; the candidate only answers calls with plain data.
   answer   sdpo extracts and compares (regex matching under a timeout).
@@ -83,8 +83,8 @@ _FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+)(?:, in (?P<
 def parse_traceback(stderr: str) -> tuple[str, str]:
     """(error, location) from a Python traceback: "Exc: msg" and the last frame in the candidate's code.
 
-    location reads "  <source line>\\nLine N in f (Solution.py)" (LeetCode style, SPEC §2.3); "" if the
-    error did not happen in solution.py (e.g. inside a library).
+    location reads "  <source line>\\nLine N in f (Solution.py)" (LeetCode style, as in the paper's
+    feedback); "" if the error did not happen in solution.py (e.g. inside a library).
     """
     lines = stderr.rstrip().splitlines()
     error = ""
@@ -115,8 +115,9 @@ def failure_fields(status: str, returncode: int | None, stderr: str, lim: Sandbo
     if status == "output_limit":
         return {"status": OUTPUT_LIMIT, "error": "Output limit exceeded", "debug": debug}
     error, location = parse_traceback(stderr)
-    if "RecursionError" not in error and not stderr.strip() and returncode and returncode < 0:
-        error = f"Process killed by signal {-returncode} (stack overflow or crash)"
+    signal = -returncode if returncode and returncode < 0 else returncode - 128 if returncode and returncode > 128 else 0
+    if signal and not stderr.strip():  # bwrap and sh report a signal as 128 + its number
+        error = f"Process killed by signal {signal} (stack overflow or crash)"
     kind = MEMORY_LIMIT if error.startswith("MemoryError") else RUNTIME_ERROR
     return {"status": kind, "error": error, "location": location, "debug": debug}
 

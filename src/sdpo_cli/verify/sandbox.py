@@ -359,7 +359,7 @@ def _unshare(view: View, files: list[tuple[int, str]], limits: Limits, chain: li
 
 
 def _memfd(name: str, data: bytes) -> int:
-    fd = os.memfd_create(name, 0)  # close-on-exec unless passed on explicitly
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)  # Popen's pass_fds / stdin hand it on explicitly
     _write_all(fd, data)
     os.lseek(fd, 0, os.SEEK_SET)
     return fd
