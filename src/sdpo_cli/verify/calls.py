@@ -240,10 +240,11 @@ class _Candidate:
         debug = self.err.take().decode("utf-8", errors="replace")
         rc, cpu = self.stop()
         status = classify(rc, debug, self.rlimits, cpu)
-        if status == "ok":  # exit code 0 without an answer is still no answer
-            return {"status": RUNTIME_ERROR, "error": "The program exited before the function returned",
-                    "debug": debug[-_DEBUG_TAIL:]}
-        return failure_fields(status, rc, debug, self.lim)
+        fields = failure_fields("error" if status == "ok" else status, rc, debug, self.lim)
+        if status in ("ok", "error") and fields["error"] == "Process exited with an error":
+            # sys.exit / os._exit in the function: whatever the code, no value came back
+            fields["error"] = f"The program exited (code {rc}) before the function returned"
+        return fields
 
     def _exception(self, debug: str | None = None) -> dict:
         from .checkers import failure_fields

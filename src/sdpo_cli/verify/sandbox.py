@@ -34,9 +34,12 @@ What IS protected
     from a range (SDPO_UID_BASE, default 2**30, 4096 slots) with a lock file for as long as it runs,
     so RLIMIT_NPROC (`processes`) counts that program's processes only: a fork flood in one reply
     cannot make a concurrent reply's fork fail, and no two programs can signal, trace or read each
-    other's memory (/proc/PID/mem), whatever the mode. No new privileges, no capabilities.
+    other's memory (/proc/PID/mem), whatever the mode. No new privileges, no capabilities. Slots are
+    handed out round-robin, so a uid is reused only after the other 4095 (the empty lock files stay
+    in /run/sdpo-uids, or the temporary folder when /run is not writable).
   * Nothing outlives sdpo: bwrap --die-with-parent, and in unshare mode a parent-death SIGKILL on
-    unshare plus --kill-child; PID 1 of the namespace dying takes every process in it along.
+    unshare plus --kill-child; PID 1 of the namespace dying takes every process in it along. The
+    program itself also gets a parent-death SIGKILL (setpriv --pdeathsig).
   * Environment: scrubbed; the program sees only PATH, LANG, PYTHONHASHSEED, OMP_NUM_THREADS, HOME
     and TMPDIR (both its work directory). No secrets from the verifier's environment.
   * Network: a network namespace with no interfaces up ("Network is unreachable").
@@ -45,10 +48,11 @@ What is NOT protected
   * Kernel exploits and CPU side channels.
   * Without root, the program keeps the user's uid: RLIMIT_NPROC is not set (the user's own count).
   * "rlimits" mode (neither bwrap nor unshare works; sdpo is not root or the kernel forbids
-    namespaces): only the rlimits, the per-program uid and a host temporary work directory. The
-    program can read every world-readable file (problem files included) and see host processes,
-    has the network, and a child that leaves its process group can outlive the run. Problems with
-    hidden tests are refused in this mode (see `hidden_tests_refusal`).
+    namespaces): only the rlimits, the per-program uid and a host temporary work directory (holding
+    the program's own files, never test data; left behind if sdpo is killed). The program can read
+    every world-readable file (problem files included) and see host processes, has the network, and
+    a child that leaves its process group, or whose parent sdpo was killed, can outlive the run.
+    Problems with hidden tests are refused in this mode (checkers.hidden_tests_refusal).
 
 Isolation is detected once: bwrap if it works here, else unshare (needs root), else rlimits.
 SDPO_SANDBOX=bwrap|unshare|rlimits forces a mode (tests use it).
@@ -135,6 +139,11 @@ def reset() -> None:
     """Forget the detected mode and everything derived from it (tests switch SDPO_SANDBOX)."""
     for f in (isolation, interpreter, _python_files, candidate_view, judge_view):
         f.cache_clear()
+    with _roots_lock:
+        for proc, _ in _roots.values():
+            proc.kill()
+            proc.wait()
+        _roots.clear()
 
 
 def hides_files(mode: str | None = None) -> bool:
@@ -327,35 +336,86 @@ def _mount_point(view: View) -> str:
     raise OSError("no folder to build the sandbox root on")
 
 
-def _unshare(view: View, files: list[tuple[int, str]], limits: Limits, chain: list[str]) -> list[str]:
-    """The same root as bwrap's, built by a shell running as root inside fresh namespaces."""
-    q = shlex.quote
-    root = _mount_point(view)
+def _fstab_path(p: str) -> str:
+    return "".join(f"\\{ord(c):03o}" if c in " \t\n\\" else c for c in p)
+
+
+def _mk(paths, cmd: str = "mkdir -p") -> list[str]:
+    return [f"{cmd} " + " ".join(f'"$R"{shlex.quote(p)}' for p in paths)] if paths else []
+
+
+_SCRATCH = ("/tmp", "/dev/shm", WORK)
+_roots: dict[View, tuple[subprocess.Popen, str]] = {}
+_roots_lock = threading.Lock()
+
+
+def _root_for(view: View) -> tuple[int, str]:
+    """(pid, folder) of a process whose private mount namespace holds `view` built at that folder:
+    the read-only binds, symlinks and masks, made once per sdpo process (it lives as long as sdpo:
+    parent-death signal, and it exits when its stdin closes). Each run enters a copy of that
+    namespace and adds only its own tmpfs, /proc and files."""
+    with _roots_lock:
+        held = _roots.get(view)
+        if held and held[0].poll() is None:
+            return held[0].pid, held[1]
+        root = _mount_point(view)
+        binds = [b for b in view.binds if not _under(b, _SCRATCH)]  # the others are bound per run
+        tab = [f"{_fstab_path(b)} {_fstab_path(root + b)} none bind,ro,nosuid,nodev 0 0" for b in binds]
+        tab += [f"sdpo-mask {_fstab_path(root + m)} tmpfs ro,size=4k 0 0" for m in view.masks if _under(m, binds)]
+        tab += [f"/dev/{d} {_fstab_path(root + '/dev/' + d)} none bind 0 0" for d in _DEVICES]
+        fd = _memfd("fstab", ("\n".join(tab) + "\n").encode())
+        dirs = sorted(({p for b in binds for p in _parents(b)} | {b for b in binds if os.path.isdir(b)}
+                       | {os.path.dirname(s) for s, _ in view.symlinks}) - {"/"})
+        lines = ["set -e", "umask 022", f"R={shlex.quote(root)}", 'mount -t tmpfs -o mode=0755,size=4m,nosuid sdpo-root "$R"']
+        lines += _mk(["/proc", "/dev/shm", *_SCRATCH, *dirs]) + _mk([f"/dev/{d}" for d in _DEVICES], "touch")
+        lines += _mk([b for b in binds if not os.path.isdir(b)], "touch")
+        lines += [f"mount -a --fstab /proc/self/fd/{fd}"]
+        lines += [f'ln -s {shlex.quote(t)} "$R"{shlex.quote(s)}' for s, t in view.symlinks]
+        lines += ["echo ready", "exec cat >/dev/null"]
+        try:
+            proc = subprocess.Popen([_tools()[1], "--pdeathsig", "KILL", "--", "unshare", "--mount", "--", "/bin/sh", "-c",
+                                     "\n".join(lines)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, start_new_session=True, pass_fds=[fd], cwd="/")
+        finally:
+            os.close(fd)
+        if proc.stdout.readline() != b"ready\n":
+            proc.kill()
+            _, err = proc.communicate()
+            raise OSError(f"could not build the sandbox root: {err.decode(errors='replace').strip()[-300:]}")
+        _roots[view] = (proc, root)
+        return proc.pid, root
+
+
+def _fstab_path(p: str) -> str:
+    return "".join(f"\\{ord(c):03o}" if c in " \t\n\\" else c for c in p)
+
+
+def _unshare(view: View, files: list[tuple[int, str]], limits: Limits, chain: list[str]) -> tuple[list[str], list[int]]:
+    """The same root as bwrap's: a shell, root in fresh namespaces entered from a copy of the prepared
+    root's (`_root_for`), mounts the run's private tmpfs and /proc (one `mount -a` from an fstab in
+    memory), copies the files in and enters the root with chroot. Returns the command and the
+    descriptors it reads besides `files`."""
+    holder, root = _root_for(view)
     size = limits.disk_mb << 20
-    dirs = sorted(({p for b in view.binds for p in _parents(b)} | {b for b in view.binds if os.path.isdir(b)}
-                   | {os.path.dirname(s) for s, _ in view.symlinks}) - {"/", "/tmp", "/dev", "/dev/shm", WORK})
-    touch = [b for b in view.binds if not os.path.isdir(b)]
-    lines = ["set -e", f"R={q(root)}", 'mount -t tmpfs -o mode=0755,size=4m sdpo-root "$R"',
-             f'mkdir "$R/proc" "$R/dev" "$R/tmp" "$R"{q(WORK)}',
-             'mount -t tmpfs -o mode=0755,size=64k,nosuid sdpo-dev "$R/dev"',
-             'mkdir "$R/dev/shm"', "touch " + " ".join(f'"$R/dev/{d}"' for d in _DEVICES)]
-    lines += [f'mount -o bind /dev/{d} "$R/dev/{d}"' for d in _DEVICES]
-    lines += [f'mount -t tmpfs -o mode=1777,size={size},nosuid,nodev sdpo-tmp "$R"{q(p)}' for p in ("/tmp", "/dev/shm", WORK)]
-    if dirs:
-        lines.append("mkdir -p " + " ".join(f'"$R"{q(d)}' for d in dirs))
-    if touch:
-        lines.append("touch " + " ".join(f'"$R"{q(f)}' for f in touch))
-    lines += [f'mount -o bind,ro,nosuid,nodev {q(b)} "$R"{q(b)}' for b in view.binds]
-    lines += [f'ln -s {q(t)} "$R"{q(s)}' for s, t in view.symlinks]
-    lines += [f'mount -t tmpfs -o size=4k,ro sdpo-mask "$R"{q(m)}' for m in view.masks]
-    lines += ['mount -t proc -o nosuid,nodev,noexec proc "$R/proc"']
-    for fd, name in files:
-        dest = q(f"{WORK}/{name}")
-        lines += [f'cat /proc/self/fd/{fd} >"$R"{dest}', f'chmod 0644 "$R"{dest}']  # dash: no <&N for N > 9
-    lines += ["cd /", f'unshare --root="$R" --wd={q(WORK)} -- {shlex.join(chain)}; exit $?']
-    setpriv = _tools()[1]
-    return [setpriv, "--pdeathsig", "KILL", "--", "unshare", "--mount", "--net", "--pid", "--ipc", "--uts", "--fork",
-            "--kill-child", "--", "/bin/sh", "-c", "\n".join(lines)]
+    tab = [f"sdpo-tmp {_fstab_path(root + p)} tmpfs mode=1777,size={size},nosuid,nodev 0 0" for p in _SCRATCH]
+    late = [b for b in view.binds if _under(b, _SCRATCH)]  # e.g. a venv in a CI checkout under /tmp
+    tab += [f"{_fstab_path(b)} {_fstab_path(root + b)} none bind,ro,nosuid,nodev 0 0" for b in late]
+    tab += [f"proc {_fstab_path(root + '/proc')} proc nosuid,nodev,noexec 0 0"]
+    fd = _memfd("fstab", ("\n".join(tab) + "\n").encode())
+    mounts = [f"mount -a --fstab /proc/self/fd/{fd}"]
+    if late:  # their mount points live in the run's own tmpfs: mount that first
+        first = "\n".join(tab[:len(_SCRATCH)]) + "\n"
+        fd2 = _memfd("fstab", first.encode())
+        dirs = sorted({p for b in late for p in _parents(b) if _under(p, _SCRATCH)} | {b for b in late if os.path.isdir(b)})
+        mounts = [f"mount -a --fstab /proc/self/fd/{fd2}", *_mk(dirs), *_mk([b for b in late if not os.path.isdir(b)], "touch"),
+                  f"mount -a --fstab /proc/self/fd/{fd}"]
+    lines = ["set -e", "umask 022", f"R={shlex.quote(root)}", *mounts]
+    for fd_file, name in files:
+        lines.append(f'cat /proc/self/fd/{fd_file} >"$R"{shlex.quote(f"{WORK}/{name}")}')  # dash: no <&N for N > 9
+    lines += ["cd /", f'unshare --root="$R" --wd={shlex.quote(WORK)} -- {shlex.join(chain)}; exit $?']
+    cmd = [_tools()[1], "--pdeathsig", "KILL", "--", "nsenter", f"--mount=/proc/{holder}/ns/mnt", "--", "unshare", "--mount",
+           "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child", "--", "/bin/sh", "-c", "\n".join(lines)]
+    return cmd, [fd] + ([fd2] if late else [])
 
 
 def _memfd(name: str, data: bytes) -> int:
@@ -459,7 +519,11 @@ def spawn(argv: list[str], *, files: dict[str, str | bytes] | None = None, limit
         else:
             fds = [_memfd(n, d) for n, d in named.items()]
             pairs = list(zip(fds, named))
-            cmd = (_bwrap if mode == "bwrap" else _unshare)(view, pairs, limits, chain)
+            if mode == "bwrap":
+                cmd = _bwrap(view, pairs, limits, chain)
+            else:
+                cmd, tabs = _unshare(view, pairs, limits, chain)
+                fds += tabs
             cwd, workdir = "/", WORK
         stdin_fd = subprocess.PIPE if stdin is None else _memfd("stdin", stdin.encode() if isinstance(stdin, str) else stdin)
         try:
