@@ -83,6 +83,12 @@ def test_hidden_tests_are_refused_without_file_isolation():
         assert "rlimits mode" in refusal(hidden)
         visible = _problem("fn_asserts")  # no hidden tests: verified as usual
         assert refusal(visible) is None and verify(visible, CORRECT["fn_asserts"]).passed
+    # `sdpo check` says so per file and goes on with the others.
+    res = subprocess.run([sys.executable, "-m", "sdpo_cli", "check", str(ROOT / PROBLEMS["stdio"]),
+                          str(ROOT / PROBLEMS["fn_asserts"])], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "SDPO_SANDBOX": "rlimits", "NO_COLOR": "1"})
+    assert res.returncode == 2
+    assert "stdio_second_largest.yaml: has hidden tests" in res.stderr and "ok " in res.stderr
 
 
 # --------------------------------------------------------------------------------------------------
