@@ -207,3 +207,12 @@ def test_wire_round_trip_and_hostile_data():
     loop.append(loop)
     with pytest.raises(wire.WireError, match="contains itself"):
         wire.encode(loop)
+
+
+def test_a_broken_test_fails_its_case_and_never_passes():
+    """Test code that raises (a helper the problem forgot) is that case's runtime error, not a crash."""
+    p = Problem.model_validate({"id": "c", "title": "t", "prompt": "q", "verifier": {"kind": "function", "name": "sq",
+        "test_code": "def check(candidate):\n    assert candidate(2) == 4\n    assert helper(candidate(3))\n"}})
+    v = verify(p, code("def sq(x):\n    return x * x"))
+    assert [t.status for t in v.tests] == ["passed", "runtime_error"]
+    assert v.tests[1].error == "NameError: name 'helper' is not defined"

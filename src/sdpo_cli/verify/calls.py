@@ -170,7 +170,10 @@ class _Candidate:
         loaded = self._reply(time.monotonic() + self.lim.wall_s, self._cpu())
         if loaded == b"L":
             return None
-        self.broken = loaded if isinstance(loaded, dict) else self._exception() if loaded == b"E" else self._protocol_error()
+        if isinstance(loaded, dict):
+            self.broken = loaded
+        else:
+            self.broken = self._exception() if loaded == b"E" else self._protocol_error()
         self.stop()
         return self.broken
 
@@ -296,9 +299,14 @@ def run_function_tests(problem: Problem, code: str, lim: Limits) -> list[TestOut
     judge_lim = Limits(time_s=max(30.0, 2.0 * n), memory_mb=max(lim.memory_mb, 1024), output_bytes=_JUDGE_OUTPUT)
     judge: Sandbox | None = None
     t0 = time.perf_counter()
+
+    def failed(error: str) -> list[TestOutcome]:  # every test, when the judge itself went wrong
+        return [TestOutcome(index=i, status=RUNTIME_ERROR, hidden=hidden[i], input=shown[i], error=error,
+                            time_s=time.perf_counter() - t0) for i in range(n)]
+
     try:
-        judge = spawn([interpreter(), "-I", "judge.py"], files={"judge.py": _SOURCES["judge.py"], "wire.py": _SOURCES["wire.py"]},
-                      limits=judge_lim, stdin=None)
+        judge = spawn([interpreter(), "-I", "judge.py"], limits=judge_lim, stdin=None,
+                      files={"judge.py": _SOURCES["judge.py"], "wire.py": _SOURCES["wire.py"]})
         out = pipes.add(_Stream(judge.proc.stdout, _JUDGE_OUTPUT))
         err = pipes.add(_Stream(judge.proc.stderr, 1 << 20))
         pipes.write(judge.proc.stdin, (json.dumps(job) + "\n").encode())
@@ -310,25 +318,26 @@ def run_function_tests(problem: Problem, code: str, lim: Limits) -> list[TestOut
                 pipes.pump(min(0.5, deadline - time.monotonic()))
                 line = out.line()
             if line is None:
-                reason = err.take().decode("utf-8", errors="replace").strip().splitlines()[-1:] or ["it stopped answering"]
-                return _judge_failed(n, shown, hidden, f"Judge error: {reason[0]}", time.perf_counter() - t0)
+                last = err.take().decode("utf-8", errors="replace").strip().splitlines()[-1:]
+                return failed(f"Judge error: {last[0] if last else 'it stopped answering'}")
             try:
                 msg = json.loads(line)
-                results = msg["done"] if "done" in msg else None
-                reply = None if results is not None else cand.call(msg["call"])
-            except (ValueError, KeyError, TypeError) as e:
-                return _judge_failed(n, shown, hidden, f"Judge error: unreadable message ({e})", time.perf_counter() - t0)
-            if reply is not None:
-                pipes.write(judge.proc.stdin, (json.dumps(reply) + "\n").encode())
+                results, call = msg.get("done"), msg.get("call")
+            except (ValueError, AttributeError) as e:
+                return failed(f"Judge error: unreadable message ({e})")
+            if results is None:
+                if not isinstance(call, dict):
+                    return failed("Judge error: a message that is neither a call nor the results")
+                pipes.write(judge.proc.stdin, (json.dumps(cand.call(call)) + "\n").encode())
     except OSError as e:
-        return _judge_failed(n, shown, hidden, f"Judge error: could not start the sandbox: {e}", time.perf_counter() - t0)
+        return failed(f"Judge error: could not start the sandbox: {e}")
     finally:
         cand.stop()
         if judge is not None:
             judge.close()
         pipes.close()
     if not isinstance(results, list) or len(results) != n or not all(isinstance(r, dict) for r in results):
-        return _judge_failed(n, shown, hidden, f"Judge error: its results do not match the {n} tests", time.perf_counter() - t0)
+        return failed(f"Judge error: its results do not match the {n} tests")
     return [_outcome(i, r, shown[i], hidden[i]) for i, r in enumerate(results)]
 
 
@@ -342,8 +351,3 @@ def _outcome(i: int, r: dict, shown: str, hidden: bool) -> TestOutcome:
                        output=str(r.get("output", "")), expected=str(r.get("expected", "")),
                        error=str(r.get("error", "")), location=str(r.get("location", "")), debug=debug,
                        time_s=t if isinstance(t, float) and math.isfinite(t) else 0.0)
-
-
-def _judge_failed(n: int, shown: list[str], hidden: list[bool], error: str, wall: float) -> list[TestOutcome]:
-    return [TestOutcome(index=i, status=RUNTIME_ERROR, hidden=hidden[i], input=shown[i], error=error, time_s=wall)
-            for i in range(n)]

@@ -115,8 +115,9 @@ def failure_fields(status: str, returncode: int | None, stderr: str, lim: Sandbo
     if status == "output_limit":
         return {"status": OUTPUT_LIMIT, "error": "Output limit exceeded", "debug": debug}
     error, location = parse_traceback(stderr)
-    signal = -returncode if returncode and returncode < 0 else returncode - 128 if returncode and returncode > 128 else 0
-    if signal and not stderr.strip():  # bwrap and sh report a signal as 128 + its number
+    rc = returncode or 0
+    signal = -rc if rc < 0 else rc - 128 if rc > 128 else 0  # bwrap and sh report a signal as 128 + its number
+    if signal and not stderr.strip():
         error = f"Process killed by signal {signal} (stack overflow or crash)"
     kind = MEMORY_LIMIT if error.startswith("MemoryError") else RUNTIME_ERROR
     return {"status": kind, "error": error, "location": location, "debug": debug}

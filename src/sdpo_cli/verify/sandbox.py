@@ -232,8 +232,8 @@ def _make_view(paths: list[str], masks) -> View:
     for p in dict.fromkeys(paths):
         if os.path.islink(p) and os.path.dirname(p) == "/":  # /lib -> usr/lib on merged-/usr systems
             links.append((p, os.readlink(p)))
-        elif os.path.exists(p):
-            binds.append(os.path.realpath(p))
+        elif os.path.exists(p):  # a linked file (/etc/localtime) keeps its name; folders their real path
+            binds.append(p if os.path.islink(p) and os.path.isfile(p) else os.path.realpath(p))
     binds = sorted(set(binds))
     binds = [b for b in binds if not any(b != o and _under(b, [o]) for o in binds)]  # nested: bound already
     return View(tuple(binds), tuple(links), tuple(m for m in masks if _under(m, binds)))
@@ -366,16 +366,17 @@ def _root_for(view: View) -> tuple[int, str]:
         fd = _memfd("fstab", ("\n".join(tab) + "\n").encode())
         dirs = sorted(({p for b in binds for p in _parents(b)} | {b for b in binds if os.path.isdir(b)}
                        | {os.path.dirname(s) for s, _ in view.symlinks}) - {"/"})
-        lines = ["set -e", "umask 022", f"R={shlex.quote(root)}", 'mount -t tmpfs -o mode=0755,size=4m,nosuid sdpo-root "$R"']
+        lines = ["set -e", "umask 022", f"R={shlex.quote(root)}",
+                 'mount -t tmpfs -o mode=0755,size=4m,nosuid sdpo-root "$R"']
         lines += _mk(["/proc", "/dev/shm", *_SCRATCH, *dirs]) + _mk([f"/dev/{d}" for d in _DEVICES], "touch")
         lines += _mk([b for b in binds if not os.path.isdir(b)], "touch")
         lines += [f"mount -a --fstab /proc/self/fd/{fd}"]
         lines += [f'ln -s {shlex.quote(t)} "$R"{shlex.quote(s)}' for s, t in view.symlinks]
         lines += ["echo ready", "exec cat >/dev/null"]
         try:
-            proc = subprocess.Popen([_tools()[1], "--pdeathsig", "KILL", "--", "unshare", "--mount", "--", "/bin/sh", "-c",
-                                     "\n".join(lines)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, start_new_session=True, pass_fds=[fd], cwd="/")
+            argv = [_tools()[1], "--pdeathsig", "KILL", "--", "unshare", "--mount", "--", "/bin/sh", "-c", "\n".join(lines)]
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    start_new_session=True, pass_fds=[fd], cwd="/")
         finally:
             os.close(fd)
         if proc.stdout.readline() != b"ready\n":
@@ -406,15 +407,17 @@ def _unshare(view: View, files: list[tuple[int, str]], limits: Limits, chain: li
     if late:  # their mount points live in the run's own tmpfs: mount that first
         first = "\n".join(tab[:len(_SCRATCH)]) + "\n"
         fd2 = _memfd("fstab", first.encode())
-        dirs = sorted({p for b in late for p in _parents(b) if _under(p, _SCRATCH)} | {b for b in late if os.path.isdir(b)})
-        mounts = [f"mount -a --fstab /proc/self/fd/{fd2}", *_mk(dirs), *_mk([b for b in late if not os.path.isdir(b)], "touch"),
-                  f"mount -a --fstab /proc/self/fd/{fd}"]
+        dirs = sorted({p for b in late for p in _parents(b) if _under(p, _SCRATCH)}
+                      | {b for b in late if os.path.isdir(b)})
+        mounts = [f"mount -a --fstab /proc/self/fd/{fd2}", *_mk(dirs),
+                  *_mk([b for b in late if not os.path.isdir(b)], "touch"), f"mount -a --fstab /proc/self/fd/{fd}"]
     lines = ["set -e", "umask 022", f"R={shlex.quote(root)}", *mounts]
     for fd_file, name in files:
         lines.append(f'cat /proc/self/fd/{fd_file} >"$R"{shlex.quote(f"{WORK}/{name}")}')  # dash: no <&N for N > 9
     lines += ["cd /", f'unshare --root="$R" --wd={shlex.quote(WORK)} -- {shlex.join(chain)}; exit $?']
-    cmd = [_tools()[1], "--pdeathsig", "KILL", "--", "nsenter", f"--mount=/proc/{holder}/ns/mnt", "--", "unshare", "--mount",
-           "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child", "--", "/bin/sh", "-c", "\n".join(lines)]
+    cmd = [_tools()[1], "--pdeathsig", "KILL", "--", "nsenter", f"--mount=/proc/{holder}/ns/mnt", "--",
+           "unshare", "--mount", "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child", "--",
+           "/bin/sh", "-c", "\n".join(lines)]
     return cmd, [fd] + ([fd2] if late else [])
 
 
@@ -525,7 +528,10 @@ def spawn(argv: list[str], *, files: dict[str, str | bytes] | None = None, limit
                 cmd, tabs = _unshare(view, pairs, limits, chain)
                 fds += tabs
             cwd, workdir = "/", WORK
-        stdin_fd = subprocess.PIPE if stdin is None else _memfd("stdin", stdin.encode() if isinstance(stdin, str) else stdin)
+        if stdin is None:
+            stdin_fd = subprocess.PIPE
+        else:
+            stdin_fd = _memfd("stdin", stdin.encode() if isinstance(stdin, str) else stdin)
         try:
             proc = subprocess.Popen(cmd, cwd=cwd, stdin=stdin_fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     env=_env(workdir, env), start_new_session=True, pass_fds=fds)
