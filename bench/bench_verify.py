@@ -9,7 +9,9 @@ Workloads (each a batch of `attempts` replies arriving at once, all cores, as in
 Each measurement is a fresh Python process that imports the checkout it measures (PYTHONPATH), warms
 up with one reply, then times the batch. Rounds alternate the order (old, new / new, old) so load
 changes on a shared machine hit both. Prints per workload and checkout min / median / max attempts/s
-and the per-round ratio new / old (above 1: this checkout is faster).
+and the per-round ratio new / old (above 1: this checkout is faster). A round in which a correct reply
+failed is reported and not counted (the old verifier shares one uid between all sandboxed programs
+on the machine, so other processes' fork floods can fail its runs).
 
 --old defaults to a git worktree of c419040 (the verifier before the judge/candidate split),
 created under the system temp folder on first use: `git worktree add --detach DIR c419040`.
@@ -43,12 +45,13 @@ else:
     verifier = {"kind": "function", "name": "tri", "test_code": "def check(candidate):\n" + body}
     reply = "```python\ndef tri(n):\n    return sum(range(n + 1))\n```"
 problem = Problem.model_validate({"id": "b", "title": "bench", "prompt": "q", "verifier": verifier})
-assert all(v.passed for v in verify_many(problem, [(reply, False)]))  # warm-up
+verify_many(problem, [(reply, False)])  # warm-up
 t = time.perf_counter()
 vs = verify_many(problem, [(reply, False)] * attempts)
 dt = time.perf_counter() - t
-assert all(v.passed for v in vs) and vs[0].n_total == n
-print(json.dumps({"seconds": dt, "isolation": isolation()}))
+assert vs[0].n_total == n
+print(json.dumps({"seconds": dt, "isolation": isolation(), "failed": sum(not v.passed for v in vs),
+                  "why": sorted({v.feedback.splitlines()[1] if "\n" in v.feedback else v.status for v in vs if not v.passed})}))
 """
 
 
@@ -91,21 +94,30 @@ def main():
     for r in range(a.rounds):
         for kind in kinds:
             order = ["old", "new"] if r % 2 == 0 else ["new", "old"]
-            got = {}
+            got, bad = {}, []
             for c in order:
                 res = measure(checkouts[c], kind, a.attempts, a.tests, a.workers)
                 got[c] = a.attempts / res["seconds"]
-                rate[(kind, c)].append(got[c])
                 mode = res["isolation"]
+                if res["failed"]:  # a correct reply failed: the timing is not of a normal batch
+                    bad.append(f"{c}: {res['failed']} of {a.attempts} correct replies failed {res['why']}")
+            if bad:
+                print(f"round {r + 1} {kind:8} not counted: " + "; ".join(bad), flush=True)
+                continue
+            for c in checkouts:
+                rate[(kind, c)].append(got[c])
             ratio[kind].append(got["new"] / got["old"])
             print(f"round {r + 1} {kind:8} old {got['old']:6.2f}  new {got['new']:6.2f} attempts/s  "
                   f"new/old {ratio[kind][-1]:.2f}", flush=True)
     print(f"\nisolation: {mode}; {a.attempts} attempts x {a.tests} tests per batch, {a.workers} workers, "
           f"{a.rounds} rounds; old = {checkouts['old']}")
     for kind in kinds:
+        if not ratio[kind]:
+            print(f"{kind:8} no round counted")
+            continue
         for c in checkouts:
             print(f"{kind:8} {c}: attempts/s {spread(rate[(kind, c)])}")
-        print(f"{kind:8} new/old: {spread(ratio[kind])}")
+        print(f"{kind:8} new/old: {spread(ratio[kind])} ({len(ratio[kind])} rounds counted)")
 
 
 if __name__ == "__main__":

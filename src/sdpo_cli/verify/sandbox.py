@@ -128,7 +128,7 @@ def isolation() -> str:
                                          "--unshare-net", "--unshare-pid", "--unshare-ipc", "--die-with-parent",
                                          "true"]):
         return "bwrap"
-    if os.geteuid() == 0 and shutil.which("unshare") and shutil.which("setpriv") and _works(
+    if os.geteuid() == 0 and all(shutil.which(t) for t in ("unshare", "nsenter", "setpriv", "mount")) and _works(
             ["setpriv", "--pdeathsig", "KILL", "--", "unshare", "--mount", "--net", "--pid", "--ipc", "--fork",
              "--kill-child", "--", "sh", "-c", "mount -t tmpfs -o size=64k sdpo /tmp && mount -t proc proc /proc"]):
         return "unshare"
