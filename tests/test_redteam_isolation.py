@@ -374,3 +374,5 @@ def test_kill_9_of_sdpo_leaves_no_process_and_no_test_data(mode, tmp_path):
     res = subprocess.run([sys.executable, "-m", "sdpo_cli", "verify", str(problem), str(good)], env=env,
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
+    # ... and in rlimits mode it swept the killed run's work folders away.
+    assert [d for d in set(os.listdir("/tmp")) - tmp_before if _owned_by_range(f"/tmp/{d}", base)] == []

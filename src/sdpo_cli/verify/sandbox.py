@@ -49,7 +49,8 @@ What is NOT protected
   * Without root, the program keeps the user's uid: RLIMIT_NPROC is not set (the user's own count).
   * "rlimits" mode (neither bwrap nor unshare works; sdpo is not root or the kernel forbids
     namespaces): only the rlimits, the per-program uid and a host temporary work directory (holding
-    the program's own files, never test data; left behind if sdpo is killed). The program can read
+    the program's own files, never test data; if sdpo is killed it stays until the next sdpo run in
+    this mode sweeps it away). The program can read
     every world-readable file (problem files included) and see host processes, has the network, and
     a child that leaves its process group, or whose parent sdpo was killed, can outlive the run.
     Problems with hidden tests are refused in this mode (checkers.hidden_tests_refusal).
@@ -137,7 +138,7 @@ def isolation() -> str:
 
 def reset() -> None:
     """Forget the detected mode and everything derived from it (tests switch SDPO_SANDBOX)."""
-    for f in (isolation, interpreter, _python_files, candidate_view, judge_view):
+    for f in (isolation, interpreter, _python_files, candidate_view, judge_view, _sweep_dead_workdirs):
         f.cache_clear()
     with _roots_lock:
         for proc, _ in _roots.values():
@@ -285,6 +286,36 @@ def _claim_uid() -> tuple[int, int] | None:
         except BlockingIOError:
             os.close(fd)
     raise OSError(f"all {UID_SLOTS} sandbox uid slots are in use")
+
+
+@functools.cache
+def _sweep_dead_workdirs() -> int:
+    """rlimits mode: delete the work folders that killed sdpo processes left behind (once per process).
+
+    A folder is dead when it belongs to a sandbox uid whose slot nobody holds: slots are held for
+    as long as their program runs, and freed by the kernel when sdpo dies. Returns how many went."""
+    gone = 0
+    if os.geteuid() != 0:
+        return gone
+    tmp, base = tempfile.gettempdir(), _uid_base()
+    for name in os.listdir(tmp):
+        path = os.path.join(tmp, name)
+        try:
+            slot = os.stat(path).st_uid - base
+            if not name.startswith("sdpo-run-") or not 0 <= slot < UID_SLOTS:
+                continue
+            fd = os.open(os.path.join(_lock_dir(), str(slot)), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            shutil.rmtree(path, ignore_errors=True)
+            gone += 1
+        except BlockingIOError:
+            pass  # a live program of that uid may be using it
+        finally:
+            os.close(fd)
+    return gone
 
 
 # --------------------------------------------------------------------------------------------------
@@ -511,6 +542,7 @@ def spawn(argv: list[str], *, files: dict[str, str | bytes] | None = None, limit
     try:
         named = {n: (c.encode() if isinstance(c, str) else c) for n, c in (files or {}).items()}
         if mode == "rlimits":
+            _sweep_dead_workdirs()
             host_dir = tempfile.mkdtemp(prefix="sdpo-run-")
             for name, data in named.items():
                 with open(os.path.join(host_dir, name), "wb") as f:
