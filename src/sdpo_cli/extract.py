@@ -1,9 +1,9 @@
 """Pull the gradable part out of a model's whole reply. Pure string functions.
 
-Code (stdio / function verifiers, as the official extract_code in verl/utils/reward_score/feedback/code.py):
-the LONGEST fenced block,
-with or without a language tag. An unterminated last fence (a reply cut off mid-block) does not
-count: that reply is a format error or, when generation hit the length limit, a truncated attempt.
+Code (stdio / function verifiers, as the official extract_code in verl/utils/reward_score/feedback/
+code.py): the LONGEST fenced block, with or without a language tag. An unterminated last fence (a reply
+cut off mid-block) does not count: that reply is a format error or, when generation hit the length
+limit, a truncated attempt.
 
 Final answers (answer verifier), rule `auto` tries in order:
   1. the last `\\boxed{...}` (balanced braces),
