@@ -131,9 +131,14 @@ def test_resume_skips_finished_runs_adds_seeds_and_continues_unfinished(compared
     tmp, args, env = setup
     copy = tmp / "cmp-resume"
     shutil.copytree(out, copy)
-    # Make one run look killed after its second turn: its last two turns must be redone, identically.
+    # Make one run look killed during its third turn (two turns committed, the third one's attempt on
+    # disk): its last two turns must be redone, identically.
     mt = existing_runs(copy / "runs")[("never", "multi-turn", 0)]
     before = [(a["attempt"], a["text"]) for a in mt.attempts()]
+    keep = lambda name, last: "".join(  # noqa: E731
+        line + "\n" for line in (mt.path / name).read_text().splitlines() if json.loads(line)["step"] <= last)
+    (mt.path / "attempts.jsonl").write_text(keep("attempts.jsonl", 2))
+    (mt.path / "steps.jsonl").write_text(keep("steps.jsonl", 1))
     (mt.path / "checkpoint.json").write_text(json.dumps({"step": 1, "attempts_used": 2, "best_passed": 0,
                                                          "wall_s": 0.0, "window_start": 0}))
     mt.write_summary({**mt.summary(), "status": "interrupted"})

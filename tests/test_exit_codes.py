@@ -284,3 +284,22 @@ def test_a_finished_run_is_not_resumed(unfinished_run, monkeypatch, capsys, tmp_
     before = tree_digest(run)
     code, _, err = run_main(["solve", "--resume", run], monkeypatch, capsys)
     assert code == 1 and "already finished" in err and tree_digest(run) == before
+
+
+def test_hidden_tests_without_file_isolation_are_refused_before_anything(env, monkeypatch, capsys, tmp_path):
+    """In rlimits mode (no bwrap, no unshare) hidden tests cannot be kept from the reply: solve and compare
+    refuse such a problem up front, before a model loads or a directory is written."""
+    from sdpo_cli.verify import sandbox
+
+    _, base = env
+    monkeypatch.setenv("SDPO_SANDBOX", "rlimits")
+    sandbox.isolation.cache_clear()
+    try:
+        hidden = ROOT / "problems/stdio_second_largest.yaml"  # has a hidden test
+        code, _, err = run_main(["solve", hidden, *base, "--runs-dir", tmp_path / "runs"], monkeypatch, capsys)
+        assert_bad_input(code, err, "hidden")
+        code, _, err = run_main(["compare", hidden, *base, "--out", tmp_path / "cmp"], monkeypatch, capsys)
+        assert_bad_input(code, err, "hidden")
+        assert not (tmp_path / "runs").exists() and not (tmp_path / "cmp").exists()
+    finally:
+        sandbox.isolation.cache_clear()

@@ -62,14 +62,19 @@ def problems_cmd(
     if as_json:
         print(json.dumps(rows))
     else:
-        table = Table(title=f"{len(rows)} problems in {directory}")
+        from rich.text import Text
+
+        from .tables import print_table
+
+        table = Table()
         for col in ("id", "kind", "tests", "reference", "base pass rate", "file"):
             table.add_column(col)
-        for r in rows:
+        for r in rows:  # cells as Text: a file name is never read as markup
             rate = r["base_pass_rate"]
-            table.add_row(r["id"], r["kind"], str(r["tests"]), "yes" if r["reference"] else "no",
-                          "" if rate is None else f"{rate:.1%}", r["file"])
-        console.out.print(table)
+            table.add_row(*(Text(console.safe(str(x))) for x in (
+                r["id"], r["kind"], r["tests"], "yes" if r["reference"] else "no",
+                "" if rate is None else f"{rate:.1%}", r["file"])))
+        print_table(console.out, table, title=console.safe(f"{len(rows)} problems in {directory}"))
     raise typer.Exit(2 if bad else 0)
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from .config import EXECUTION_KNOBS, SolveConfig, make_config
-from .errors import ConfigError, RunDataError
+from .errors import ConfigError, ProblemError, RunDataError
 from .report import SPEC_FILE
 from .runner import Job, existing_runs, finished
 from .runs import atomic_write
@@ -97,11 +97,17 @@ def prepare(problem_paths: list[Path], *, out: Path | None, resume: bool, baseli
         if v is not None and v < 1:
             raise ConfigError(f"{name}: must be >= 1, got {v}")
     new_problems = _load_problems(problem_paths)
+    from .runner import refusals
+
+    if lines := refusals(new_problems):
+        raise ProblemError("\n".join(lines), lines=lines)
 
     if resume:
         if out is None:
             raise ConfigError("--resume needs --out DIR: the comparison directory to continue")
         spec = load_spec(out)
+        if lines := refusals(_load_problems([out / "problems" / f"{pid}.yaml" for pid in spec["problem_ids"]])):
+            raise ProblemError("\n".join(lines), lines=lines)
         saved = spec["config"]
         new = cfg.to_dict()
         conflicts = [f"--{k.replace('_', '-')}: this comparison uses {saved.get(k)!r}, not {new[k]!r}"

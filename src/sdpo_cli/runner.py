@@ -148,6 +148,14 @@ def run_jobs(jobs: list[Job], *, session=None) -> Iterator:
 # Planning `sdpo solve` (validates everything; writes nothing and loads no model)
 
 
+def refusals(problems) -> list[str]:
+    """One line per problem this machine's sandbox cannot verify safely (e.g. hidden tests without
+    filesystem isolation), so a plan stops before a model loads or a run directory is written."""
+    from .verify import refusal
+
+    return [f"{p.path or p.id}: {why}" for p in problems if (why := refusal(p))]
+
+
 @dataclass
 class SolvePlan:
     jobs: list[Job]
@@ -213,6 +221,7 @@ def plan_solve(problem_paths: list[Path], resume: list[Path], cfg, runs_dir: Pat
             loaded.append(load_problem(path))
         except ProblemError as e:
             errors += e.lines
+    errors += refusals([job.problem for job in jobs] + loaded)
     if errors:
         raise ProblemError("\n".join(errors), lines=errors)
     if loaded and cfg is None:
