@@ -16,7 +16,7 @@ import time
 import torch
 
 from sdpo_cli.attempt import attempt_batch
-from sdpo_cli.config import SolveConfig
+from sdpo_cli.config import resolve_config
 from sdpo_cli.model import attach_lora, configure_threads, encode_chat, load_model
 from sdpo_cli.problem import load_problem
 from sdpo_cli.sampling import SamplingParams
@@ -43,7 +43,7 @@ def main():
     for lr in [float(x) for x in a.lrs.split(",")]:
         torch.manual_seed(0)
         peft = attach_lora(model, rank=16, alpha=32)
-        upd = SDPOUpdater(peft, tok, SolveConfig(lr=lr, device="cpu").resolve("cpu"))
+        upd = SDPOUpdater(peft, tok, resolve_config(flag_values={"lr": lr, "device": "cpu"}))
         t0 = time.perf_counter()
         losses = [upd.update(problem, prompt, attempts)["loss"] for _ in range(a.updates)]
         model = peft.unload()

@@ -223,6 +223,127 @@ def test_get_sampler_missing_backend_gives_install_hint(monkeypatch):
         sampling.get_sampler("ghost")
 
 
+# --------------------------------------------------------------------------------------------------
+# Sampling with the LoRA merged (model.merged_lora) and a shared prompt cache
+
+
+def _adapted(model, *, dtype=torch.float32, teacher=True):
+    """`model` in `dtype` with a non-zero student LoRA and, optionally, a different EMA teacher adapter."""
+    from sdpo_cli.teacher import Teacher
+
+    peft_model = attach_lora(copy.deepcopy(model).to(dtype), rank=4, alpha=8)
+    if teacher:
+        Teacher(peft_model, "ema")
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5, generator=gen)
+    return peft_model
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("keep", ["device", "host"])
+def test_many_merged_samples_leave_every_weight_bitwise_unchanged(tiny_model, prompt_ids, dtype, keep, monkeypatch):
+    import sdpo_cli.sampling.hf as hf_mod
+    from sdpo_cli.model import merged_lora
+
+    model, tok = tiny_model
+    peft_model = _adapted(model, dtype=dtype)
+    before = {n: p.detach().clone() for n, p in peft_model.named_parameters()}
+    monkeypatch.setattr(hf_mod, "merged_lora", lambda m: merged_lora(m, keep=keep))
+    sampler = HFSampler(peft_model, tok)
+    for seed in range(40):  # merge-unmerge arithmetic would drift by now, in bf16 at once
+        sampler.sample(prompt_ids, 2, SamplingParams(max_new_tokens=3, seed=seed))
+    for n, p in peft_model.named_parameters():  # base weights, student and EMA teacher adapters
+        assert torch.equal(p, before[n]), n
+    trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert trainable and all(".default." in n for n in trainable)  # adapters re-enabled, teacher frozen
+
+
+@pytest.mark.parametrize("keep", ["device", "host"])
+def test_merged_model_computes_the_adapted_model_and_restores_on_error(tiny_model, prompt_ids, keep):
+    from sdpo_cli.model import merged_lora
+
+    model, _ = tiny_model
+    peft_model = _adapted(model).eval()
+    ids = torch.tensor([prompt_ids])
+    with torch.no_grad():
+        adapted = peft_model(input_ids=ids).logits
+        with merged_lora(peft_model, keep=keep):
+            merged = peft_model(input_ids=ids).logits
+        with pytest.raises(RuntimeError, match="boom"), merged_lora(peft_model, keep=keep):
+            raise RuntimeError("boom")
+        after = peft_model(input_ids=ids).logits
+    torch.testing.assert_close(merged, adapted, atol=1e-5, rtol=0)
+    assert not torch.allclose(merged, model(input_ids=ids).logits, atol=1e-3)  # the adapter matters here
+    assert torch.equal(after, adapted)  # adapters back on, weights back, after an exception too
+
+
+def test_merged_and_shared_prompt_sampling_match_the_plain_path(tiny_model, prompt_ids):
+    model, tok = tiny_model
+    peft_model = _adapted(model)
+    params = SamplingParams(max_new_tokens=12, seed=5)
+    plain = HFSampler(peft_model, tok, merge=False, share_prompt=False).sample(prompt_ids, 3, params)
+    fast = HFSampler(peft_model, tok).sample(prompt_ids, 3, params)
+    assert [c.token_ids for c in fast] == [c.token_ids for c in plain]
+    for a, b in zip(fast, plain):
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5, rtol=0)
+
+
+def test_bf16_merged_logprobs_match_an_unmerged_bf16_forward(tiny_model, prompt_ids):
+    model, tok = tiny_model
+    peft_model = _adapted(model, dtype=torch.bfloat16).eval()
+    for c in HFSampler(peft_model, tok).sample(prompt_ids, 2, SamplingParams(max_new_tokens=8, seed=0)):
+        logp = torch.log_softmax(_full_logits(peft_model, prompt_ids, c.token_ids), -1)
+        want = logp.gather(1, torch.tensor(c.token_ids)[:, None]).squeeze(1)
+        # bf16 rounds the merged weight W + BA once, the unmerged forward rounds W x and BA x apart.
+        torch.testing.assert_close(torch.tensor(c.logprobs), want, atol=3e-2, rtol=0)
+
+
+def test_min_new_tokens_forces_the_length(tiny_model, prompt_ids):
+    base, tok = tiny_model
+    model = _eos_biased_model(base, tok, 8.0)  # p(EOS) ~ 0.9 per step without the ban
+    out = HFSampler(model, tok, min_new_tokens=6).sample(prompt_ids, 4, SamplingParams(max_new_tokens=10, seed=0))
+    assert all(len(c.token_ids) >= 6 and tok.eos_token_id not in c.token_ids[:6] for c in out)
+
+
+def test_inside_disable_adapter_the_sampler_samples_the_base_model(tiny_model, prompt_ids):
+    model, tok = tiny_model
+    peft_model = _adapted(model)
+    params = SamplingParams(max_new_tokens=8, seed=3)
+    with peft_model.disable_adapter():
+        got = HFSampler(peft_model, tok).sample(prompt_ids, 2, params)
+    want = HFSampler(model, tok).sample(prompt_ids, 2, params)  # the plain base model
+    assert [c.token_ids for c in got] == [c.token_ids for c in want]
+    for a, b in zip(got, want):
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5, rtol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("keep", ["device", "host"])
+def test_cuda_merged_sampling_keeps_weights_and_matches_the_adapter(tiny_model, prompt_ids, dtype, keep, monkeypatch):
+    import sdpo_cli.sampling.hf as hf_mod
+    from sdpo_cli.model import merged_lora
+
+    model, tok = tiny_model
+    peft_model = _adapted(model, dtype=dtype).to("cuda")
+    before = {n: p.detach().clone() for n, p in peft_model.named_parameters()}
+    monkeypatch.setattr(hf_mod, "merged_lora", lambda m: merged_lora(m, keep=keep))
+    sampler = HFSampler(peft_model, tok)
+    for seed in range(10):
+        out = sampler.sample(prompt_ids, 2, SamplingParams(max_new_tokens=6, seed=seed))
+    assert all(torch.equal(p, before[n]) for n, p in peft_model.named_parameters())
+    peft_model.eval()
+    for c in out:
+        ids = torch.tensor([prompt_ids + c.token_ids], device="cuda")
+        with torch.no_grad():
+            logits = peft_model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1].float()
+        want = torch.log_softmax(logits, -1).gather(1, torch.tensor(c.token_ids, device="cuda")[:, None]).squeeze(1)
+        tol = 1e-4 if dtype == torch.float32 else 3e-2
+        torch.testing.assert_close(torch.tensor(c.logprobs), want.cpu(), atol=tol, rtol=0)
 def test_one_request_equals_transformers_own_seeded_sampling(tiny_model, prompt_ids):
     """sample() draws exactly what generate(do_sample=True) draws after torch.manual_seed(seed)."""
     from transformers import GenerationConfig

@@ -214,7 +214,7 @@ def test_importance_weights_are_detached():
 @pytest.mark.parametrize("topk", [None, 3])
 def test_unclipped_advantage_surrogate_has_the_reverse_kl_gradient(topk):
     # L = -sum_b pi(b) sg[log q(b) - log pi(b)]; its gradient is grad KL(pi||q) because the support
-    # sums to 1 (SPEC §1.2). A clip of 1e9 never binds.
+    # sums to 1 (paper Eq. 1 in advantage form). A clip of 1e9 never binds.
     student = torch.randn(2, 3, 6, requires_grad=True)
     teacher = torch.randn(2, 3, 6) * 3
     mask = torch.tensor([[1, 1, 0], [1, 0, 0]])

@@ -22,6 +22,7 @@ from sdpo_cli.model import (
     ALIASES,
     Alias,
     attach_lora,
+    auto_dtype,
     cache_dir,
     configure_threads,
     encode_chat,
@@ -131,8 +132,10 @@ def saved_tiny(tiny_model, tmp_path):
     return tmp_path / "tiny"
 
 
-def test_load_model_from_directory_defaults_to_cpu_fp32_eval(tiny_model, saved_tiny):
-    model, tok = load_model(str(saved_tiny), device="cpu")
+def test_load_model_from_directory_defaults_to_cpu_auto_dtype_eval(tiny_model, saved_tiny):
+    model, _ = load_model(str(saved_tiny), device="cpu")
+    assert next(model.parameters()).dtype == auto_dtype("cpu")
+    model, tok = load_model(str(saved_tiny), device="cpu", dtype="fp32")
     assert next(model.parameters()).dtype == torch.float32
     assert not model.training
     assert tok.pad_token_id is not None
@@ -146,6 +149,23 @@ def test_load_model_bf16_and_bad_dtype(saved_tiny):
     assert next(model.parameters()).dtype == torch.bfloat16
     with pytest.raises(ConfigError, match="dtype"):
         load_model(str(saved_tiny), device="cpu", dtype="int3")
+
+
+def test_auto_dtype_is_bf16_only_where_the_cpu_has_native_bf16(monkeypatch):
+    monkeypatch.setattr(model_mod, "cpu_has_fast_bf16", lambda: False)
+    assert auto_dtype("cpu") == torch.float32
+    monkeypatch.setattr(model_mod, "cpu_has_fast_bf16", lambda: True)
+    assert auto_dtype("cpu") == torch.bfloat16
+
+
+def test_cpu_bf16_detection_matches_the_cpu_flags():
+    flags = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = {w for line in f if line.startswith("flags") for w in line.split()}
+    except OSError:
+        pytest.skip("no /proc/cpuinfo")
+    assert model_mod.cpu_has_fast_bf16() == bool(flags & {"avx512_bf16", "amx_bf16", "amx_tile"})
 
 
 def test_configure_threads_follows_omp_num_threads(monkeypatch):

@@ -1,4 +1,4 @@
-"""Teacher regularisations (SPEC §1.5) on the tiny Llama: EMA arithmetic, adapter trainability,
+"""Teacher regularisations (paper Sec. 2.3) on the tiny Llama: EMA arithmetic, adapter trainability,
 trust-region = lerp, base = disable_adapter, gradients and resume."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The SDPO self-distillation loss (SPEC.md §1.2-1.8): a pure tensor-in, tensor-out function.
+"""The SDPO self-distillation loss (paper Eq. 1 and App. A; official code
+`verl/trainer/ppo/core_algos.py::compute_self_distillation_loss`): a pure tensor-in, tensor-out function.
 
 Owns: the choice of distillation support (student top-K plus a tail bucket, or the full vocabulary),
 the divergence (reverse KL, forward KL or generalised JSD), the detached per-token importance weights,
@@ -32,9 +33,9 @@ import torch
 
 # The tail bucket is log(1 - sum_topK p). When the top-K already holds (numerically) all the mass the
 # sum is 0 in log space and log(-expm1(0)) = -inf; clamping the log-sum to <= -1e-7 keeps the tail
-# finite (about log(1e-7) = -16.1), as the released code does (SPEC §1.4 item 4).
+# finite (about log(1e-7) = -16.1), as the released code does (dp_actor.py::_forward_micro_batch).
 _TAIL_LOGSUM_MAX = -1e-7
-# The released code clamps the log importance ratio to +-20 before exp (SPEC §1.7 item 1).
+# The released code clamps the log importance ratio to +-20 before exp (core_algos.py).
 _LOG_RATIO_CLAMP = 20.0
 # Row-chunk size (elements) of the logsumexp buffer: 16M float32 = 64 MiB whatever B*T is. (On CPU,
 # buffers above glibc's 32 MiB mmap ceiling go back to the OS when freed instead of staying resident.)
@@ -138,7 +139,8 @@ class _SupportLogProbs(torch.autograd.Function):
 
 
 def student_topk_ids(student_logits: torch.Tensor, topk: int) -> torch.Tensor:
-    """The student's top-K token ids at every position: the distillation support (SPEC §1.4 item 1).
+    """The student's top-K token ids at every position: the distillation support (paper Eq. 11; the
+    official code picks them from the student's training forward pass).
 
     Temperature does not change the order of the logits, so the ids are the same at any temperature.
 
@@ -163,7 +165,7 @@ def _support_from_topk(topk_logprobs: torch.Tensor, add_tail: bool) -> torch.Ten
     """(..., K) full-vocabulary log-probs -> the distribution the divergence sees, (..., N)."""
     if add_tail:
         return _append_tail(topk_logprobs)
-    # Renormalising over the top-K: a different objective (SPEC §1.4 item 5), kept for ablations.
+    # Renormalising over the top-K (distillation_add_tail=False): a different objective, kept for ablations.
     # Subtracting the log of the top-K mass equals log_softmax of the top-K logits.
     return topk_logprobs - torch.logsumexp(topk_logprobs, dim=-1, keepdim=True)
 
@@ -176,11 +178,11 @@ def teacher_support_logprobs(
     temperature: float = 1.0,
     add_tail: bool = True,
 ) -> torch.Tensor:
-    """Reduce the teacher's logits to its log-probs on the student's support (SPEC §1.4 item 2).
+    """Reduce the teacher's logits to its log-probs on the student's support (gathered at the student's ids).
 
     Lets the trainer free the teacher's (B, T, V) logits before the student's backward; pass the
     result to `sdpo_loss(..., teacher_support=..., topk_ids=topk_ids)` with the same `temperature`
-    and `add_tail`. Runs without gradient: the teacher is a stop-gradient target (SPEC §1.5).
+    and `add_tail`. Runs without gradient: the teacher is a stop-gradient target (paper Sec. 2.3).
 
     Args:
         teacher_logits: (B, T, V) teacher logits aligned with the student's response tokens.
@@ -199,7 +201,7 @@ def teacher_support_logprobs(
 
 
 def _divergence(student: torch.Tensor, teacher: torch.Tensor, alpha: float) -> torch.Tensor:
-    """Per-token divergence summed over the support (SPEC §1.3).
+    """Per-token divergence summed over the support (core_algos.py::compute_self_distillation_loss).
 
     Args:
         student: (B, T, N) student log-probs S.
@@ -249,16 +251,18 @@ def sdpo_loss(
     Per token t, with S and T the student's and teacher's log-probs on the support:
         loss_t = w_t * D_alpha(S_t, T_t),   w_t = w_is * w_rollout (detached),
     then loss = mean over sequences of (sum_t mask * loss_t / active tokens of that sequence)
-    (SPEC §1.8). A sequence with no active token contributes 0 and still counts in the mean.
+    (the official code's token-mean per micro-batch of one sequence). A sequence with no active token
+    contributes 0 and still counts in the mean.
 
-    Support (SPEC §1.4): the student's top-K ids, the teacher gathered at the same ids, both
+    Support (paper Eq. 11): the student's top-K ids, the teacher gathered at the same ids, both
     normalised over the full vocabulary, plus a tail bucket log(1 - sum p) on each side (K + 1
     buckets). The gradient reaches every student logit through the logsumexp. `topk=None` uses the
     full vocabulary (one more (B, T, V) tensor per side). `add_tail=False` renormalises both sides over
     the top-K instead (a different objective; gradient only reaches the top-K logits).
 
-    Advantage clip (`adv_clip`; SPEC §3.2 "Clip advantages 5.0", not in the released code). We use the
-    exact surrogate of SPEC §1.2 per token: L_t = -sum_b pi(b) * sg[min(A(b), adv_clip)] with
+    Advantage clip (`adv_clip`; paper Table 12 "Clip advantages 5.0", not in the released code). We use
+    the exact surrogate of the reverse KL in advantage form (paper Sec. 2.1) per token:
+    L_t = -sum_b pi(b) * sg[min(A(b), adv_clip)] with
     A(b) = log q(b) - log pi(b) over the support buckets. Unclipped, its value and gradient equal the
     reverse KL (the support sums to 1). The clip is upper-only: it caps how hard a bucket the teacher
     prefers far more than the student (q/pi > e^adv_clip) is pushed up, and leaves the push-down of
@@ -268,19 +272,19 @@ def sdpo_loss(
         student_logits: (B, T, V) student logits on the response tokens; carries the gradient.
             Logits must be finite (raw model outputs are; -inf "banned token" logits give nan).
         teacher_logits: (B, T, V) teacher logits on the same tokens, or None when `teacher_support`
-            is given. Detached here whatever the caller does (stop-gradient, SPEC §1.5).
+            is given. Detached here whatever the caller does (stop-gradient, paper Sec. 2.3).
         mask: (B, T) float or bool; nonzero = active token (response token of a sample that has a
             teacher signal).
         topk: Support size K chosen by the student (paper TTT: 20); None = full vocabulary.
         alpha: 1.0 reverse KL(student||teacher) (paper TTT), 0.0 forward KL, in between the
-            generalised JSD (SPEC §1.3). Must lie in [0, 1].
+            generalised JSD (the official code's `alpha`). Must lie in [0, 1].
         add_tail: Append the tail bucket (True, paper) or renormalise over the top-K (False).
         old_logprobs: (B, T) log pi_old(y_t) at sampling time (same temperature); enables the SDPO IS
-            weight min(exp(clamp(log pi(y_t) - old, +-20)), is_clip) (SPEC §1.7 item 1). Needs
+            weight min(exp(clamp(log pi(y_t) - old, +-20)), is_clip) (core_algos.py). Needs
             `sampled_ids`.
         rollout_logprobs: (B, T) log-probs the sampler (e.g. vLLM) reported for y_t; enables the
             rollout-correction weight min(exp(old - rollout), is_clip) where `old` is `old_logprobs`
-            if given, else the current student log-prob (SPEC §1.7 item 2). Needs `sampled_ids`
+            if given, else the current student log-prob (rollout_corr_helper.py). Needs `sampled_ids`
             when `old_logprobs` is not given.
         sampled_ids: (B, T) int64 sampled token ids y_t; used for IS weights and `logprob_gap`.
         is_clip: Upper clip of both importance weights (paper: 2.0).
@@ -373,11 +377,11 @@ def sdpo_loss(
     if adv_clip is None:
         per_token = divergence
     else:
-        # Exact surrogate of SPEC §1.2 with an upper clip on the (detached) advantage.
+        # Exact surrogate of the reverse KL with an upper clip on the (detached) advantage.
         advantage = (teacher_lp - student_lp).detach().clamp(max=adv_clip)
         per_token = -(student_lp.exp() * advantage).sum(-1)
 
-    # ---- detached importance weights (SPEC §1.7) -------------------------------------------------------
+    # ---- detached importance weights (core_algos.py, rollout_corr_helper.py) --------------------------
     weight = is_clipped = rollout_clipped = None
     with torch.no_grad():
         if old_logprobs is not None:
@@ -389,7 +393,7 @@ def sdpo_loss(
     if weight is not None:
         per_token = per_token * weight
 
-    # ---- aggregation: per-sequence token mean, then mean over sequences (SPEC §1.8) ------------------
+    # ---- aggregation: per-sequence token mean, then mean over sequences (core_algos.py agg_loss) -----
     # torch.where (not a multiply) so masked tokens contribute exactly 0 even if their value is not
     # finite; the result stays attached to the student's graph when every token is masked.
     active = mask != 0

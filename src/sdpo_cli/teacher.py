@@ -1,24 +1,29 @@
 """The self-teacher: how its logits are computed and how it is kept close to a slower reference.
 
-Owns `Teacher` (three regularisations, SPEC §1.5) and the tensor-level `ema_update`. All three
-kinds live on the one PeftModel being trained, so no second copy of the base weights is held:
+Owns `Teacher` (three regularisations, paper Sec. 2.3 and Table 4) and the tensor-level
+`ema_update`. All three kinds live on the one PeftModel being trained, so no second copy of the base
+weights is held:
 
   "ema" (default)  a second LoRA adapter "teacher", initialised equal to the student adapter and
-                   moved theta' <- (1 - r) theta' + r theta once per training step (SPEC §1.5;
-                   TTT rate r = 0.01, SPEC §4). The official code EMAs full weights; we EMA the
-                   LoRA factors A and B separately, so the teacher's update B'A' is not exactly the
-                   EMA of the student's BA (PEERS §C "factor-EMA bias"). With r = 0.01 the gap is
-                   second order in the student's drift.
+                   moved theta' <- (1 - r) theta' + r theta once per training step (official code:
+                   DataParallelPPOActor._update_teacher; test-time rate r = 0.01, paper Table 12).
+                   The official code EMAs full weights; we EMA the LoRA factors A and B separately,
+                   so the teacher's update B'A' is not exactly the EMA of the student's BA (a
+                   factor-EMA bias). With r = 0.01 the gap is second order in the student's drift.
   "trust-region"   logits = lerp(base_logits, student_logits, mix) = (1 - mix) base + mix student,
-                   both on the teacher prompt, base via `disable_adapter()` (SPEC §1.5, [P] Eq. 10).
+                   both on the teacher prompt, base via `disable_adapter()` (paper Eq. 10).
                    The official code reuses teacher_update_rate as the mix, hence mix = 0.01.
-  "base"           the frozen initial model via `disable_adapter()` ([P] Table 4 "frozen initial
+  "base"           the frozen initial model via `disable_adapter()` (paper Table 4 "frozen initial
                    teacher"). With LoRA the initial student equals the base, so this is exact.
 
-Every teacher pass runs under no_grad in eval mode (stop-gradient, SPEC §1.5) and leaves the
+Every teacher pass runs under no_grad in eval mode (stop-gradient, paper Sec. 2.3) and leaves the
 student adapter "default" active and trainable, and the "teacher" adapter never trainable: peft's
 `set_adapter(name)` makes `name` trainable and freezes the rest unless inference_mode=True
-(PEERS §C), so we switch with inference_mode=True and switch back with set_adapter("default").
+(peft 0.21), so we switch with inference_mode=True and switch back with set_adapter("default").
+
+`prefix(ids)` runs tokens that every row of the next `logits` calls starts with once, under the
+teacher's weights, and `logits(..., prefix=...)` continues from their key/value tensors (the
+update shares the chat header and question this way; update.py).
 
 Does not own: building teacher prompts (feedback.py), aligning teacher and student positions, or
 the loss (loss.py).
@@ -30,20 +35,21 @@ the loss (loss.py).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .errors import ConfigError, RunError
-from .model import STUDENT_ADAPTER, forward_logits
+from .model import STUDENT_ADAPTER, forward_logits, prefix_kv
 
 if TYPE_CHECKING:
     from peft import PeftModel
 
 TEACHER_ADAPTER = "teacher"
 TEACHER_KINDS = ("ema", "trust-region", "base")
-DEFAULT_RATE = 0.01  # SPEC §4: teacher EMA rate 0.01 for Sec. 4 and TTT
+DEFAULT_RATE = 0.01  # paper Table 12: teacher EMA rate 0.01 for Sec. 4 and test time
 DEFAULT_MIX = 0.01  # trust-region mix; the official code passes teacher_update_rate here
 
 
@@ -125,7 +131,7 @@ class Teacher:
                 model.add_adapter(TEACHER_ADAPTER, peft_config[STUDENT_ADAPTER])
             self._student = _adapter_params(model, STUDENT_ADAPTER)
             self._teacher = _adapter_params(model, TEACHER_ADAPTER)
-            with torch.no_grad():  # theta'_0 = theta_0 (SPEC §1.5)
+            with torch.no_grad():  # theta'_0 = theta_0, as the official code's ref model
                 for name, t in self._teacher.items():
                     t.copy_(self._student[name])
             # add_adapter may leave the new adapter active; the student must be the active one.
@@ -133,51 +139,81 @@ class Teacher:
             for t in self._teacher.values():
                 t.requires_grad_(False)
 
-    def _forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int
-    ) -> torch.Tensor:
-        return forward_logits(self.model, input_ids, attention_mask, logits_to_keep=logits_to_keep)
+    # Which weights each kind reads: "teacher" = the EMA adapter, "base" = adapters disabled,
+    # "student" = the live student adapter (no grad).
+    _WEIGHTS = {"ema": ("teacher",), "base": ("base",), "trust-region": ("base", "student")}
+
+    @contextlib.contextmanager
+    def _weights(self, which: str):
+        if which == "base":
+            with self.model.disable_adapter():
+                yield
+        elif which == "teacher":
+            # inference_mode=True freezes every adapter while the teacher's is active.
+            self.model.set_adapter(TEACHER_ADAPTER, inference_mode=True)
+            try:
+                yield
+            finally:
+                # Re-activates the student AND makes it trainable; freezes the teacher.
+                self.model.set_adapter(STUDENT_ADAPTER)
+        else:
+            yield
+
+    @contextlib.contextmanager
+    def _eval(self):
+        was_training = self.model.training
+        self.model.eval()  # deterministic teacher: no LoRA dropout
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            self.model.train(was_training)
+
+    def prefix(self, prefix_ids: list[int]) -> dict[str, list]:
+        """Key/value tensors of a prefix shared by the next `logits` calls' rows, under the teacher's
+        weights (one set per weight setting the kind reads). Valid until the weights change."""
+        with self._eval():
+            out = {}
+            for which in self._WEIGHTS[self.kind]:
+                with self._weights(which):
+                    out[which] = prefix_kv(self.model, prefix_ids)
+            return out
 
     def logits(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, logits_to_keep: int = 0
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        *,
+        logits_to_keep: int = 0,
+        prefix: dict[str, list] | None = None,
     ) -> torch.Tensor:
         """Teacher logits on (left-padded) teacher prompts + the student's sampled response tokens.
 
         Args:
-            input_ids: (B, L) teacher-prompt + response token ids.
+            input_ids: (B, L) teacher-prompt + response token ids (after `prefix`, if given).
             attention_mask: (B, L) 1 for real tokens, 0 for padding.
             logits_to_keep: if > 0, return only the last `logits_to_keep` positions.
+            prefix: from `prefix(ids)`: every row continues these tokens.
 
         Returns:
             (B, L, V) or (B, logits_to_keep, V) logits, no grad (model dtype; trust-region in
             float32 so the lerp of two close tensors keeps its precision).
         """
-        was_training = self.model.training
-        self.model.eval()  # deterministic teacher: no LoRA dropout
-        try:
-            with torch.no_grad():
-                if self.kind == "base":
-                    with self.model.disable_adapter():
-                        return self._forward(input_ids, attention_mask, logits_to_keep)
-                if self.kind == "trust-region":
-                    with self.model.disable_adapter():
-                        base = self._forward(input_ids, attention_mask, logits_to_keep).float()
-                    student = self._forward(input_ids, attention_mask, logits_to_keep).float()
-                    return torch.lerp(base, student, self.mix)
-                # ema: run with the teacher adapter, frozen (inference_mode=True freezes all).
-                self.model.set_adapter(TEACHER_ADAPTER, inference_mode=True)
-                try:
-                    return self._forward(input_ids, attention_mask, logits_to_keep)
-                finally:
-                    # Re-activates the student AND makes it trainable; freezes the teacher.
-                    self.model.set_adapter(STUDENT_ADAPTER)
-        finally:
-            self.model.train(was_training)
+        with self._eval():
+            out = {}
+            for which in self._WEIGHTS[self.kind]:
+                with self._weights(which):
+                    out[which] = forward_logits(self.model, input_ids, attention_mask, logits_to_keep=logits_to_keep,
+                                                prefix=prefix[which] if prefix else None)
+            if self.kind == "trust-region":
+                return torch.lerp(out["base"].float(), out["student"].float(), self.mix)
+            return out[self._WEIGHTS[self.kind][0]]
 
     def update(self) -> None:
         """One EMA step towards the student (kind "ema"; no-op otherwise).
 
-        Call once per training step, after the optimizer step(s) (SPEC §1.5); skip it when no
+        Call once per training step, after the optimizer step(s) (official code:
+        DataParallelPPOActor._update_teacher at the end of update_policy); skip it when no
         step was taken (e.g. the gradient was not finite), as the official code does.
         """
         if self.kind == "ema":

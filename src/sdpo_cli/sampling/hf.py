@@ -17,6 +17,11 @@ our own processors, then a recorder keeps the log-probs of the distribution each
 "processed" log-probs, the old policy of the loss's importance weights), and the model's own generation
 defaults are neutralised. The recorder keeps only one (rows, V) step at a time, unlike `output_scores`.
 
+Speed: the active LoRA adapter is folded into copies of the base weights while `generate` runs
+(model.merged_lora: base-model speed, the exact base weights back afterwards), and when every row
+has the same prompt (one request, or several of one prompt) the prompt runs through the model once
+and its KV cache is repeated for the rows. Both change only float rounding, not the distribution.
+
 Determinism: every request draws its tokens from its own torch.Generator seeded with its `params.seed`
 (one multinomial per step over the request's rows), so a request gets the same completions whether it is
 sampled alone or batched with others, and the same as transformers' own sampling seeded with that seed
@@ -30,11 +35,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import contextlib
+
 import torch
-from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
-from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+from transformers import DynamicCache, GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers.generation.logits_process import (
+    MinNewTokensLengthLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from ..errors import ConfigError
+from ..model import merged_lora
 from . import Completion, SampleRequest, SamplingParams, check_request
 
 if TYPE_CHECKING:
@@ -131,17 +143,32 @@ class HFSampler:
     Args:
         model: causal LM, usually the PeftModel being trained (its active adapter is used).
         tokenizer: the matching tokenizer (for EOS / pad ids and decoding).
+        merge: fold the active LoRA adapter into the base weights while generating (model.merged_lora).
+        share_prompt: when all rows have the same prompt, run it once and repeat its KV cache.
+        min_new_tokens: EOS is banned before this many tokens (benchmarks use it to force lengths;
+            the recorded log-probs are then those of the distribution with EOS removed).
     """
 
     name = "hf"
     rollout_correction = False  # the trainer's own model samples: nothing to correct
 
-    def __init__(self, model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase") -> None:
+    def __init__(
+        self,
+        model: "PreTrainedModel",
+        tokenizer: "PreTrainedTokenizerBase",
+        *,
+        merge: bool = True,
+        share_prompt: bool = True,
+        min_new_tokens: int = 0,
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.eos_ids = _eos_ids(model, tokenizer)
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad) if pad is not None else self.eos_ids[0]
+        self.merge = merge
+        self.share_prompt = share_prompt
+        self.min_new_tokens = min_new_tokens
 
     def after_update(self, model, directory) -> dict:
         """Nothing to do: `sample` runs the live model, which already holds the updated adapter."""
@@ -151,6 +178,19 @@ class HFSampler:
     def batch_key(self):
         """Samplers with equal keys can share one `sample_many` call (same live model)."""
         return ("hf", id(self.model))
+
+    def _prompt_cache(self, prompt: list[int], n: int, device):
+        """KV cache of all prompt tokens but the last, computed once and repeated for the `n` rows
+        (`generate` then runs only the last prompt token and the new tokens). None for a 1-token prompt."""
+        if len(prompt) < 2:
+            return None
+        cache = DynamicCache(config=self.model.config)
+        ids = torch.tensor([prompt[:-1]], dtype=torch.long, device=device)
+        self.model(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache, use_cache=True,
+                   logits_to_keep=1)
+        if n > 1:
+            cache.batch_repeat_interleave(n)
+        return cache
 
     def sample(self, prompt_ids: list[int], n: int, params: SamplingParams) -> list[Completion]:
         """Sample `n` completions of one prompt (see `sample_many`)."""
@@ -185,6 +225,9 @@ class HFSampler:
 
         greedy = p0.temperature == 0
         processors = LogitsProcessorList()
+        if self.min_new_tokens:
+            processors.append(MinNewTokensLengthLogitsProcessor(width, self.min_new_tokens, self.eos_ids,
+                                                                device=str(device)))
         if not greedy:
             if p0.temperature != 1.0:
                 processors.append(TemperatureLogitsWarper(p0.temperature))
@@ -222,13 +265,17 @@ class HFSampler:
 
         was_training = self.model.training
         self.model.eval()  # no LoRA dropout while sampling
+        merged = merged_lora(self.model) if self.merge else contextlib.nullcontext()
+        one_prompt = self.share_prompt and all(x == rows[0] for x in rows)
         try:
-            with torch.no_grad(), _quiet_generation_config():
+            with torch.no_grad(), _quiet_generation_config(), merged:
+                cache = self._prompt_cache(rows[0], len(rows), device) if one_prompt else None
                 sequences = self.model.generate(
                     input_ids=input_ids,
                     attention_mask=attention_mask,
                     generation_config=gen_config,
                     logits_processor=processors,
+                    past_key_values=cache,
                 )
         finally:
             self.model.train(was_training)
