@@ -73,30 +73,10 @@ def _script(env, monkeypatch):
 @pytest.fixture(scope="module")
 def unfinished_run(env, tiny_model, tiny_model_dir):
     """A real SDPO run stopped after two committed steps (as Ctrl-C leaves it): resumable."""
-    from sdpo_cli.config import make_config
-    from sdpo_cli.problem import load_problem
-    from sdpo_cli.runs import RunDir
-    from sdpo_cli.session import Session
-    from sdpo_cli.trainer import sdpo
+    from conftest import stopped_sdpo_run
 
     tmp, _ = env
-    import copy
-    import os
-
-    os.environ["SDPO_SCRIPT"] = str(tmp / "script.json")
-    cfg = make_config(dict(model=str(tiny_model_dir), backend="scripted", device="cpu", budget=8, batch_size=2,
-                           max_new_tokens=12, lora_rank=2, micro_batch_tokens=4096))
-    problem = load_problem(STDIO)
-    run = RunDir.create(tmp / "runs", problem, "sdpo", 0, cfg.to_dict())
-    events = sdpo(problem, cfg, Session(copy.deepcopy(tiny_model[0]), tiny_model[1], backend="scripted"), run)
-    steps = 0
-    for ev in events:
-        steps += type(ev).__name__ == "Step"
-        if steps == 2:
-            break
-    events.close()
-    assert run.summary()["status"] == "interrupted" and run.checkpoint()["step"] == 1
-    return run.path
+    return stopped_sdpo_run(tmp / "runs", STDIO, tiny_model, tiny_model_dir, tmp / "script.json")
 
 
 # --------------------------------------------------------------------------------------------------
