@@ -181,3 +181,16 @@ def stopped_sdpo_run(root, problem_file, model_tok, model_dir, script_file, *, s
     events.close()
     assert run.summary()["status"] == "interrupted" and run.checkpoint()["step"] == steps - 1
     return run.path
+
+
+def tree_digest(path) -> str:
+    """SHA-256 of a folder's names and file contents: equal digests = nothing was written or changed."""
+    import hashlib
+    from pathlib import Path
+
+    h = hashlib.sha256()
+    for p in sorted(Path(path).rglob("*")):
+        h.update(str(p.relative_to(path)).encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()

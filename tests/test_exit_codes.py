@@ -10,7 +10,6 @@ checked before a model loads (no "loading model" line). The command runs in-proc
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import tree_digest
 from sdpo_cli import cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,15 +43,6 @@ def assert_bad_input(code: int, err: str, *needles: str) -> None:
     assert "loading model" not in err
     for n in needles:
         assert n in err, (n, err)
-
-
-def tree_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(path.rglob("*")):
-        h.update(str(p.relative_to(path)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ Seeded (derandomize=True), bounded to stay in the fast tier; counts and time are
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -26,20 +25,12 @@ from hypothesis import strategies as st
 
 from conftest import run_cli as sdpo
 from conftest import stopped_sdpo_run
+from conftest import tree_digest as digest
 from sdpo_cli.config import KNOBS
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBLEM = ROOT / "problems/stdio_second_largest.yaml"
 N_CONFIG, N_RUNS = 80, 60
-
-
-def digest(path: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(path.rglob("*")):
-        h.update(str(p.relative_to(path)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 def assert_refused(code: int, lines: list[str], name: str, what) -> None:
