@@ -185,7 +185,7 @@ def test_prepare_validates_before_writing(tmp_path, compared):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
-def test_plan_runs_problem_by_problem_with_multi_turn_seeds_together(tmp_path):
+def test_plan_batches_every_multi_turn_chain_then_runs_sdpo_seed_by_seed(tmp_path):
     from sdpo_cli.runner import group_jobs
 
     cfg = fill_auto(make_config(dict(budget=4, device="cpu")))
@@ -194,12 +194,11 @@ def test_plan_runs_problem_by_problem_with_multi_turn_seeds_together(tmp_path):
                                   variant=None, window_tokens=None, cfg=cfg, given=set())
     assert spec["methods"] == ["sdpo", "multi-turn"] and spec["samples"] == 4 and spec["seeds"] == [0, 1]
     jobs, finished = plan_jobs(out, spec, problems)
-    assert finished == 0 and [j.key for j in jobs] == [
-        ("answer-apples", "multi-turn", 0), ("answer-apples", "multi-turn", 1),
+    mt = [("answer-apples", "multi-turn", 0), ("answer-apples", "multi-turn", 1),
+          ("function-two-sum", "multi-turn", 0), ("function-two-sum", "multi-turn", 1)]
+    assert finished == 0 and [j.key for j in jobs] == mt + [
         ("answer-apples", "sdpo", 0), ("answer-apples", "sdpo", 1),
-        ("function-two-sum", "multi-turn", 0), ("function-two-sum", "multi-turn", 1),
         ("function-two-sum", "sdpo", 0), ("function-two-sum", "sdpo", 1)]
-    # Multi-turn chains of one problem run as one batched unit; everything else alone.
-    assert [[tuple(j.key) for j in g] for g in group_jobs(jobs)][:2] == [
-        [("answer-apples", "multi-turn", 0), ("answer-apples", "multi-turn", 1)], [("answer-apples", "sdpo", 0)]]
+    # Every multi-turn chain (both problems) runs as one batched unit; everything else alone.
+    assert [[tuple(j.key) for j in g] for g in group_jobs(jobs)][:2] == [mt, [("answer-apples", "sdpo", 0)]]
     assert not list((out / "runs").iterdir())

@@ -186,10 +186,10 @@ def plan_jobs(out: Path, spec: dict, problems: list) -> tuple[list[Job], int]:
     """Every run of the comparison that is not finished yet, in the order they are run, and how many
     are finished already.
 
-    Per problem: best-of-k (one run: it does not depend on the seed), then multi-turn for every seed
-    (consecutive jobs, which the runner samples together, one batched call per turn), then SDPO seed by
-    seed. Runs are named `<problem>_<method>_s<seed>` below `out/runs`: a job finds its own run again on
-    resume.
+    best-of-k for every problem (one run each: it does not depend on the seed), then multi-turn for
+    every problem and seed (consecutive jobs, which the runner samples together, one batched call per
+    turn), then SDPO problem by problem, seed by seed. Runs are named `<problem>_<method>_s<seed>` below
+    `out/runs`: a job finds its own run again on resume.
     """
     base = SolveConfig.model_validate(spec["config"])
     options = {"best-of-k": {"n_samples": spec["samples"]},
@@ -199,13 +199,10 @@ def plan_jobs(out: Path, spec: dict, problems: list) -> tuple[list[Job], int]:
         return Job(problem, method, base.replace(seed=seed), runs_root=out / "runs", stamp=False,
                    options=options.get(method, {}))
 
-    jobs = []
-    for p in problems:
-        if "best-of-k" in spec["methods"]:
-            jobs.append(job(p, "best-of-k", spec["seeds"][0]))
-        if "multi-turn" in spec["methods"]:
-            jobs += [job(p, "multi-turn", seed) for seed in spec["seeds"]]
-        jobs += [job(p, "sdpo", seed) for seed in spec["seeds"]]
+    jobs = [job(p, "best-of-k", spec["seeds"][0]) for p in problems if "best-of-k" in spec["methods"]]
+    if "multi-turn" in spec["methods"]:
+        jobs += [job(p, "multi-turn", seed) for p in problems for seed in spec["seeds"]]
+    jobs += [job(p, "sdpo", seed) for p in problems for seed in spec["seeds"]]
     index = existing_runs(out / "runs")
     todo = [j for j in jobs if not (j.key in index and finished(index[j.key]))]
     for j in todo:  # an unfinished run will be resumed: check its files now, before anything runs
