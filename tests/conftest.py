@@ -130,3 +130,67 @@ def tiny_model_dir(tiny_model, tmp_path_factory):
     model.save_pretrained(d)
     tokenizer.save_pretrained(d)
     return d
+
+
+def run_cli(args: list, env: dict | None = None) -> tuple[int, list[str]]:
+    """The console-script entry point (`cli.main`, with its error mapping) in-process, for speed:
+    (exit code, the non-empty lines of stdout + stderr)."""
+    import sys
+
+    from click.testing import CliRunner
+
+    from sdpo_cli.cli import main
+
+    argv = sys.argv
+    with CliRunner().isolation(env={"SDPO_DEBUG": None, "NO_COLOR": "1", "COLUMNS": "200", **(env or {})}) as (_, _, out):
+        sys.argv = ["sdpo", *map(str, args)]
+        try:
+            main()
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        finally:
+            sys.argv = argv
+            sys.stdout.flush()
+            sys.stderr.flush()
+    return code, [ln for ln in out.getvalue().decode("utf-8", "replace").splitlines() if ln.strip()]
+
+
+def stopped_sdpo_run(root, problem_file, model_tok, model_dir, script_file, *, steps: int = 2):
+    """A real SDPO run (tiny model, scripted replies from `script_file`, budget 8, batch 2) stopped after
+    `steps` committed steps, as Ctrl-C leaves it: resumable. Returns its directory."""
+    import os
+
+    from sdpo_cli.config import make_config
+    from sdpo_cli.problem import load_problem
+    from sdpo_cli.runs import RunDir
+    from sdpo_cli.session import Session
+    from sdpo_cli.trainer import sdpo
+
+    os.environ["SDPO_SCRIPT"] = str(script_file)
+    cfg = make_config(dict(model=str(model_dir), backend="scripted", device="cpu", budget=8, batch_size=2,
+                           max_new_tokens=12, lora_rank=2, micro_batch_tokens=4096, max_batch=16))
+    problem = load_problem(problem_file)
+    run = RunDir.create(root, problem, "sdpo", 0, cfg.to_dict())
+    events = sdpo(problem, cfg, Session(copy.deepcopy(model_tok[0]), model_tok[1], backend="scripted"), run)
+    done = 0
+    for ev in events:
+        done += type(ev).__name__ == "Step"
+        if done == steps:
+            break
+    events.close()
+    assert run.summary()["status"] == "interrupted" and run.checkpoint()["step"] == steps - 1
+    return run.path
+
+
+def tree_digest(path) -> str:
+    """SHA-256 of a folder's names and file contents: equal digests = nothing was written or changed."""
+    import hashlib
+    from pathlib import Path
+
+    h = hashlib.sha256()
+    for p in sorted(Path(path).rglob("*")):
+        h.update(str(p.relative_to(path)).encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()

@@ -128,3 +128,91 @@ def test_hostile_code_in_a_batch_does_not_break_the_others(stdio):
                      [(b, False) for b in bombs] + [(good, False)])
     assert [v.passed for v in vs] == [False, False, False, True]
     assert all(v.feedback for v in vs[:3])
+
+
+# --------------------------------------------------------------------------------------------------
+# function problems: judge and candidate in separate processes (verify/calls.py)
+
+
+def test_one_call_hitting_a_limit_fails_only_its_own_test():
+    p = Problem.model_validate({"id": "c", "title": "t", "prompt": "q", "limits": {"time_s": 1}, "verifier": {
+        "kind": "function", "name": "f", "tests": [{"args": [i], "expected": i} for i in range(4)]}})
+    v = verify(p, code("import os\ndef f(n):\n    if n == 1:\n        while True: pass\n"
+                       "    if n == 2:\n        os._exit(3)\n    return n"))
+    assert [t.status for t in v.tests] == ["passed", "time_limit", "runtime_error", "passed"]
+    assert v.feedback.startswith("Runtime Error\nThe program exited")  # exit code 3 is only a failure
+
+
+def test_a_reply_that_fails_to_load_fails_every_test_the_same_way():
+    p = load_problem(ROOT / "problems/function_running_max.yaml")
+    v = verify(p, code("def running_max(xs):\n    return xs\nraise ValueError('at import')"))
+    assert {t.status for t in v.tests} == {"runtime_error"} and {t.error for t in v.tests} == {"ValueError: at import"}
+    assert "Line 3 in <module> (Solution.py)" in v.feedback
+
+
+def test_return_values_cross_as_plain_data_only():
+    p = Problem.model_validate({"id": "c", "title": "t", "prompt": "q", "verifier": {"kind": "function", "name": "f",
+        "test_code": "def check(candidate):\n    assert candidate(1) == (1, {2: {3.5}}, b'x', frozenset({None}))\n"
+                     "    assert candidate(2) != candidate(1)\n    assert type(candidate(1)[0]) is int\n"}})
+    good = "def f(n):\n    return (n, {2: {3.5}}, b'x', frozenset({None})) if n == 1 else float('nan')"
+    assert verify(p, code(good)).passed
+    v = verify(p, code("import fractions\ndef f(n):\n    return fractions.Fraction(n)"))
+    assert v.status == "runtime_error" and "returned an object of type Fraction" in v.feedback
+
+
+def test_module_state_carries_over_between_calls_but_solution_is_fresh():
+    p = load_problem(ROOT / "problems/function_two_sum.yaml")
+    reply = ("calls = []\nclass Solution:\n    def __init__(self):\n        self.used = False\n"
+             "    def twoSum(self, nums, target):\n        assert not self.used\n        self.used = True\n"
+             "        calls.append(1)\n        return [0, 1] if len(calls) == 1 else [len(calls), 0]")
+    v = verify(p, code(reply))
+    assert [t.status for t in v.tests] == ["passed", "wrong_answer", "wrong_answer", "wrong_answer"]
+
+
+def test_wire_round_trip_and_hostile_data():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from sdpo_cli.verify import wire
+
+    scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text() | st.binary()
+    hashable = st.recursive(scalars, lambda c: st.tuples(c, c) | st.frozensets(c, max_size=3), max_leaves=8)
+    values = st.recursive(scalars, lambda c: st.lists(c, max_size=3) | st.tuples(c, c) | st.sets(hashable, max_size=3)
+                          | st.dictionaries(hashable, c, max_size=3), max_leaves=12)
+
+    @settings(max_examples=200, deadline=None)
+    @given(values)
+    def round_trip(x):
+        y = wire.decode(wire.loads(wire.dumps(wire.encode(x)), 1 << 20))
+        assert y == x and type(y) is type(x)
+
+    round_trip()
+    assert repr(wire.decode(wire.loads(wire.dumps(wire.encode([float("nan"), float("-inf")])), 99))) == "[nan, -inf]"
+    for bad in ('{"t": 1}', '{"x": []}', '{"d": [[[1], 2]]}', '{"s": [[1]]}', '[' * 5000 + ']' * 5000, "9" * 5000,
+                '{"b": "zz"}', '{"t": [], "d": []}', "not json"):
+        with pytest.raises(wire.WireError):
+            wire.decode(wire.loads(bad, 1 << 20))
+    with pytest.raises(wire.WireError, match="larger than"):
+        wire.loads("[" + "1," * 100 + "1]", 100)
+
+    class Sneaky(int):
+        def __eq__(self, other):
+            return True
+
+    for value, what in [(Sneaky(1), "an object of type Sneaky"), ([[]] * 0 + [list()], None)]:
+        if what:
+            with pytest.raises(wire.WireError, match=what):
+                wire.encode(value)
+    loop: list = []
+    loop.append(loop)
+    with pytest.raises(wire.WireError, match="contains itself"):
+        wire.encode(loop)
+
+
+def test_a_broken_test_fails_its_case_and_never_passes():
+    """Test code that raises (a helper the problem forgot) is that case's runtime error, not a crash."""
+    p = Problem.model_validate({"id": "c", "title": "t", "prompt": "q", "verifier": {"kind": "function", "name": "sq",
+        "test_code": "def check(candidate):\n    assert candidate(2) == 4\n    assert helper(candidate(3))\n"}})
+    v = verify(p, code("def sq(x):\n    return x * x"))
+    assert [t.status for t in v.tests] == ["passed", "runtime_error"]
+    assert v.tests[1].error == "NameError: name 'helper' is not defined"

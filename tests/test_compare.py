@@ -131,9 +131,14 @@ def test_resume_skips_finished_runs_adds_seeds_and_continues_unfinished(compared
     tmp, args, env = setup
     copy = tmp / "cmp-resume"
     shutil.copytree(out, copy)
-    # Make one run look killed after its second turn: its last two turns must be redone, identically.
+    # Make one run look killed during its third turn (two turns committed, the third one's attempt on
+    # disk): its last two turns must be redone, identically.
     mt = existing_runs(copy / "runs")[("never", "multi-turn", 0)]
     before = [(a["attempt"], a["text"]) for a in mt.attempts()]
+    keep = lambda name, last: "".join(  # noqa: E731
+        line + "\n" for line in (mt.path / name).read_text().splitlines() if json.loads(line)["step"] <= last)
+    (mt.path / "attempts.jsonl").write_text(keep("attempts.jsonl", 2))
+    (mt.path / "steps.jsonl").write_text(keep("steps.jsonl", 1))
     (mt.path / "checkpoint.json").write_text(json.dumps({"step": 1, "attempts_used": 2, "best_passed": 0,
                                                          "wall_s": 0.0, "window_start": 0}))
     mt.write_summary({**mt.summary(), "status": "interrupted"})
@@ -180,7 +185,7 @@ def test_prepare_validates_before_writing(tmp_path, compared):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
-def test_plan_runs_problem_by_problem_with_multi_turn_seeds_together(tmp_path):
+def test_plan_batches_every_multi_turn_chain_then_runs_sdpo_seed_by_seed(tmp_path):
     from sdpo_cli.runner import group_jobs
 
     cfg = fill_auto(make_config(dict(budget=4, device="cpu")))
@@ -189,12 +194,11 @@ def test_plan_runs_problem_by_problem_with_multi_turn_seeds_together(tmp_path):
                                   variant=None, window_tokens=None, cfg=cfg, given=set())
     assert spec["methods"] == ["sdpo", "multi-turn"] and spec["samples"] == 4 and spec["seeds"] == [0, 1]
     jobs, finished = plan_jobs(out, spec, problems)
-    assert finished == 0 and [j.key for j in jobs] == [
-        ("answer-apples", "multi-turn", 0), ("answer-apples", "multi-turn", 1),
+    mt = [("answer-apples", "multi-turn", 0), ("answer-apples", "multi-turn", 1),
+          ("function-two-sum", "multi-turn", 0), ("function-two-sum", "multi-turn", 1)]
+    assert finished == 0 and [j.key for j in jobs] == mt + [
         ("answer-apples", "sdpo", 0), ("answer-apples", "sdpo", 1),
-        ("function-two-sum", "multi-turn", 0), ("function-two-sum", "multi-turn", 1),
         ("function-two-sum", "sdpo", 0), ("function-two-sum", "sdpo", 1)]
-    # Multi-turn chains of one problem run as one batched unit; everything else alone.
-    assert [[tuple(j.key) for j in g] for g in group_jobs(jobs)][:2] == [
-        [("answer-apples", "multi-turn", 0), ("answer-apples", "multi-turn", 1)], [("answer-apples", "sdpo", 0)]]
+    # Every multi-turn chain (both problems) runs as one batched unit; everything else alone.
+    assert [[tuple(j.key) for j in g] for g in group_jobs(jobs)][:2] == [mt, [("answer-apples", "sdpo", 0)]]
     assert not list((out / "runs").iterdir())

@@ -10,7 +10,6 @@ checked before a model loads (no "loading model" line). The command runs in-proc
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import tree_digest
 from sdpo_cli import cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,15 +45,6 @@ def assert_bad_input(code: int, err: str, *needles: str) -> None:
         assert n in err, (n, err)
 
 
-def tree_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(path.rglob("*")):
-        h.update(str(p.relative_to(path)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
-
-
 @pytest.fixture(scope="module")
 def env(tiny_model_dir, tmp_path_factory):
     """(tmp dir, the solve flags of a tiny scripted run)."""
@@ -73,30 +64,10 @@ def _script(env, monkeypatch):
 @pytest.fixture(scope="module")
 def unfinished_run(env, tiny_model, tiny_model_dir):
     """A real SDPO run stopped after two committed steps (as Ctrl-C leaves it): resumable."""
-    from sdpo_cli.config import make_config
-    from sdpo_cli.problem import load_problem
-    from sdpo_cli.runs import RunDir
-    from sdpo_cli.session import Session
-    from sdpo_cli.trainer import sdpo
+    from conftest import stopped_sdpo_run
 
     tmp, _ = env
-    import copy
-    import os
-
-    os.environ["SDPO_SCRIPT"] = str(tmp / "script.json")
-    cfg = make_config(dict(model=str(tiny_model_dir), backend="scripted", device="cpu", budget=8, batch_size=2,
-                           max_new_tokens=12, lora_rank=2, micro_batch_tokens=4096))
-    problem = load_problem(STDIO)
-    run = RunDir.create(tmp / "runs", problem, "sdpo", 0, cfg.to_dict())
-    events = sdpo(problem, cfg, Session(copy.deepcopy(tiny_model[0]), tiny_model[1], backend="scripted"), run)
-    steps = 0
-    for ev in events:
-        steps += type(ev).__name__ == "Step"
-        if steps == 2:
-            break
-    events.close()
-    assert run.summary()["status"] == "interrupted" and run.checkpoint()["step"] == 1
-    return run.path
+    return stopped_sdpo_run(tmp / "runs", STDIO, tiny_model, tiny_model_dir, tmp / "script.json")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -284,3 +255,22 @@ def test_a_finished_run_is_not_resumed(unfinished_run, monkeypatch, capsys, tmp_
     before = tree_digest(run)
     code, _, err = run_main(["solve", "--resume", run], monkeypatch, capsys)
     assert code == 1 and "already finished" in err and tree_digest(run) == before
+
+
+def test_hidden_tests_without_file_isolation_are_refused_before_anything(env, monkeypatch, capsys, tmp_path):
+    """In rlimits mode (no bwrap, no unshare) hidden tests cannot be kept from the reply: solve and compare
+    refuse such a problem up front, before a model loads or a directory is written."""
+    from sdpo_cli.verify import sandbox
+
+    _, base = env
+    monkeypatch.setenv("SDPO_SANDBOX", "rlimits")
+    sandbox.isolation.cache_clear()
+    try:
+        hidden = ROOT / "problems/stdio_second_largest.yaml"  # has a hidden test
+        code, _, err = run_main(["solve", hidden, *base, "--runs-dir", tmp_path / "runs"], monkeypatch, capsys)
+        assert_bad_input(code, err, "hidden")
+        code, _, err = run_main(["compare", hidden, *base, "--out", tmp_path / "cmp"], monkeypatch, capsys)
+        assert_bad_input(code, err, "hidden")
+        assert not (tmp_path / "runs").exists() and not (tmp_path / "cmp").exists()
+    finally:
+        sandbox.isolation.cache_clear()

@@ -17,15 +17,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 
 import pytest
 import yaml
-from click.testing import CliRunner
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from sdpo_cli.cli import main
+from conftest import run_cli as sdpo
 from sdpo_cli.problem import load_problem
 
 N_EXAMPLES = 250
@@ -241,24 +239,6 @@ def arena(tmp_path_factory, tiny_model):
     (tmp / "listing").mkdir()
     (tmp / "listing" / "good.yaml").write_text(dump(BASES["answer"]))
     return tmp
-
-
-def sdpo(args: list, env: dict[str, str]) -> tuple[int, list[str]]:
-    """Run the console-script entry point in-process: (exit code, non-empty output lines, stdout+stderr)."""
-    runner = CliRunner()
-    argv = sys.argv
-    with runner.isolation(env={"SDPO_DEBUG": None, "NO_COLOR": "1", "COLUMNS": "200", **env}) as (_, _, output):
-        sys.argv = ["sdpo", *map(str, args)]
-        try:
-            main()
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
-        finally:
-            sys.argv = argv
-            sys.stdout.flush()
-            sys.stderr.flush()
-    return code, [ln for ln in output.getvalue().decode("utf-8", "replace").splitlines() if ln.strip()]
 
 
 def test_the_unmutated_bases_are_valid(tmp_path):

@@ -14,52 +14,23 @@ Seeded (derandomize=True), bounded to stay in the fast tier; counts and time are
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from click.testing import CliRunner
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from sdpo_cli.cli import main
+from conftest import run_cli as sdpo
+from conftest import stopped_sdpo_run
+from conftest import tree_digest as digest
 from sdpo_cli.config import KNOBS
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBLEM = ROOT / "problems/stdio_second_largest.yaml"
 N_CONFIG, N_RUNS = 80, 60
-
-
-def sdpo(args: list, env: dict | None = None) -> tuple[int, list[str]]:
-    """The real entry point in-process: (exit code, non-empty output lines)."""
-    runner = CliRunner()
-    argv = sys.argv
-    with runner.isolation(env={"SDPO_DEBUG": None, "NO_COLOR": "1", "COLUMNS": "200", **(env or {})}) as (_, _, out):
-        sys.argv = ["sdpo", *map(str, args)]
-        try:
-            main()
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
-        finally:
-            sys.argv = argv
-            sys.stdout.flush()
-            sys.stderr.flush()
-    return code, [ln for ln in out.getvalue().decode("utf-8", "replace").splitlines() if ln.strip()]
-
-
-def digest(path: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(path.rglob("*")):
-        h.update(str(p.relative_to(path)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 def assert_refused(code: int, lines: list[str], name: str, what) -> None:
@@ -145,33 +116,7 @@ def test_bad_config_files_exit_2_and_create_nothing(arena, tiny_model_dir, case)
 @pytest.fixture(scope="module")
 def stopped_run(arena, tiny_model, tiny_model_dir):
     """A real SDPO run (tiny model, scripted replies) stopped after two committed steps."""
-    import copy
-    import os
-
-    from sdpo_cli.config import make_config
-    from sdpo_cli.problem import load_problem
-    from sdpo_cli.runs import RunDir
-    from sdpo_cli.session import Session
-    from sdpo_cli.trainer import sdpo as sdpo_loop
-
-    os.environ["SDPO_SCRIPT"] = str(arena / "script.json")
-    cfg = make_config(dict(model=str(tiny_model_dir), backend="scripted", device="cpu", budget=8, batch_size=2,
-                           max_new_tokens=12, lora_rank=2, micro_batch_tokens=4096, max_batch=16))
-    problem = load_problem(PROBLEM)
-    run = RunDir.create(arena / "base", problem, "sdpo", 0, cfg.to_dict())
-    events = sdpo_loop(problem, cfg, Session(copy.deepcopy(tiny_model[0]), tiny_model[1], backend="scripted"), run)
-    steps = 0
-    for ev in events:
-        steps += type(ev).__name__ == "Step"
-        if steps == 2:
-            break
-    events.close()
-    return run.path
-
-
-def _committed_bytes(path: Path) -> int:
-    """Bytes of a JSONL file that belong to the committed steps (all of it, for the stopped run)."""
-    return path.stat().st_size
+    return stopped_sdpo_run(arena / "base", PROBLEM, tiny_model, tiny_model_dir, arena / "script.json")
 
 
 @st.composite

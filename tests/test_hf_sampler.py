@@ -381,3 +381,38 @@ def test_requests_batched_together_get_what_they_get_alone(tiny_model, prompt_id
             assert t.truncated == a.truncated and t.text == a.text
             assert torch.allclose(torch.tensor(t.logprobs), torch.tensor(a.logprobs), atol=1e-5)
     assert len({tuple(c.token_ids) for cs in together for c in cs}) > 1  # really different samples
+
+
+def test_keyed_prefix_reuse_samples_exactly_what_a_full_prefill_samples(tiny_model, prompt_ids):
+    """Growing prompts under one prefix_key (a multi-turn chain): the second call reuses the first
+    call's prompt KV for their common prefix and still draws the same tokens and log-probs."""
+    from sdpo_cli.sampling import SampleRequest
+
+    model, tok = tiny_model
+    turn1 = {"a": prompt_ids, "b": prompt_ids[:-3]}
+    turn2 = {"a": prompt_ids + prompt_ids[3:9], "b": prompt_ids[:-3] + prompt_ids[:11]}  # one grows more
+    params = SamplingParams(max_new_tokens=12, seed=5)
+
+    def run(sampler, prompts, seed):
+        reqs = [SampleRequest(p, 1, SamplingParams(max_new_tokens=12, seed=seed + i), prefix_key=k)
+                for i, (k, p) in enumerate(prompts.items())]
+        return [(c.token_ids, c.logprobs) for cs in sampler.sample_many(reqs) for c in cs]
+
+    reuse, fresh = HFSampler(model, tok), HFSampler(model, tok, prefix_cache_tokens=0)
+    assert run(reuse, turn1, 1) == run(fresh, turn1, 1)
+    assert set(reuse._prefixes) == {"a", "b"} and not fresh._prefixes
+    got, want = run(reuse, turn2, 2), run(fresh, turn2, 2)
+    for (ids, lp), (ids2, lp2) in zip(got, want):
+        assert ids == ids2
+        torch.testing.assert_close(torch.tensor(lp), torch.tensor(lp2), atol=1e-5, rtol=0)
+    assert params.seed == 5  # untouched
+
+
+def test_prefix_store_is_capped_least_recently_used_first(tiny_model, prompt_ids):
+    from sdpo_cli.sampling import SampleRequest
+
+    model, tok = tiny_model
+    s = HFSampler(model, tok, prefix_cache_tokens=2 * len(prompt_ids))
+    for key in ("a", "b", "c"):
+        s.sample_many([SampleRequest(prompt_ids, 1, SamplingParams(max_new_tokens=2, seed=1), prefix_key=key)])
+    assert list(s._prefixes) == ["b", "c"]

@@ -166,6 +166,7 @@ def best_of_k(problem, cfg, session, run: RunDir, n_samples: int | None = None, 
 class _Chain:
     """One seed's multi-turn conversation and its run's counters."""
 
+    problem: object
     cfg: object
     run: RunDir
     job: JobKey
@@ -183,14 +184,19 @@ class _Chain:
 
 def multi_turn(problem, cfg, session, run: RunDir, *, variant: str = "feedback_only", window_tokens: int | None = None,
                resume: bool = False) -> Iterator:
-    """One seed of the multi-turn baseline (see `multi_turn_seeds`)."""
-    return multi_turn_seeds(problem, [(cfg, run, resume)], session, variant=variant, window_tokens=window_tokens)
+    """One seed of the multi-turn baseline (see `multi_turn_chains`)."""
+    return multi_turn_chains([(problem, cfg, run, resume)], session, variant=variant, window_tokens=window_tokens)
 
 
-def multi_turn_seeds(problem, seeds: list[tuple], session, *, variant: str = "feedback_only",
-                     window_tokens: int | None = None) -> Iterator:
+def multi_turn_seeds(problem, seeds: list[tuple], session, **kw) -> Iterator:
+    """Every seed of one problem: `seeds` are (cfg, run, resume); see `multi_turn_chains`."""
+    return multi_turn_chains([(problem, *x) for x in seeds], session, **kw)
+
+
+def multi_turn_chains(chains_in: list[tuple], session, *, variant: str = "feedback_only",
+                      window_tokens: int | None = None) -> Iterator:
     """Retry with past feedback in the prompt, one generation per turn, until a success or the budget;
-    every seed of one problem at once.
+    many chains (every seed of one or several problems) at once.
 
     The paper's multi-turn baseline (the official baseline_multiturn/multiturn.py): one generation per
     turn and chain, stop at the first success. `feedback_only` (its default, and the better variant in
@@ -200,16 +206,18 @@ def multi_turn_seeds(problem, seeds: list[tuple], session, *, variant: str = "fe
     (default: the model's context length minus max_new_tokens; the paper: 32k of Qwen3-8B's ~40k), the
     oldest feedback is dropped first.
 
-    The seeds' chains are independent and share the base model, so each turn samples the next reply of
-    every unsolved chain in one batched call (`sampling.sample_batched`, at most `max_batch` chains per
-    call) and verifies them together. Each chain draws with its own seed (attempt.batch_seed), so its
-    transcript, attempts, window and discovery index are exactly those of the chain run alone, and each
-    keeps its own normal, resumable run directory.
+    The chains are independent and share the base model, so each turn samples the next reply of every
+    unsolved chain in one batched call (`sampling.sample_batched`, at most `max_batch` chains per call;
+    a chain's prompt keeps the KV of what it already saw through its `prefix_key`) and verifies them
+    together. Each chain draws with its own generator and seed (attempt.batch_seed), so its transcript,
+    attempts, window and discovery index are those of the chain run alone: exactly so in fp32, and up to
+    bf16 rounding with a bf16 model (a different batch changes the rounding, which can change a sampled
+    token; tests/test_multiturn_batch.py). Each chain keeps its own normal, resumable run directory.
 
     Args:
-        problem: the Problem.
-        seeds: (cfg, run, resume) per chain: the job's SolveConfig (same settings but the seed), its run
-            directory (method "multi-turn"), and whether to continue that run from its checkpoint. The
+        chains_in: (problem, cfg, run, resume) per chain: the Problem, the job's SolveConfig (the same
+            settings for every chain but the seed), its run directory (method "multi-turn"), and whether
+            to continue that run from its checkpoint. The
             conversation is not copied into the checkpoint: it is the `text` and `feedback` of the attempts
             already in attempts.jsonl (which the rollback keeps exactly in step with the checkpoint), and
             the checkpoint records where the window starts.
@@ -227,31 +235,35 @@ def multi_turn_seeds(problem, seeds: list[tuple], session, *, variant: str = "fe
     if variant not in VARIANTS:
         raise ConfigError(f"--variant: {variant!r} is not one of {', '.join(VARIANTS)}")
     model = _base_model(session)
-    system = [m for m in problem.messages() if m["role"] == "system"]
 
     def messages(chain: _Chain, lo: int) -> list[dict]:
+        p = chain.problem
+        system = [m for m in p.messages() if m["role"] == "system"]
         texts, fbs = [h[0] for h in chain.history[lo:]], [h[1] for h in chain.history[lo:]]
         if variant == "feedback_only":
-            return system + [{"role": "user", "content": multiturn_prompt(problem.prompt, fbs)}]
-        return system + multiturn_prompt_attempt_and_feedback(problem.prompt, texts, fbs)
+            return system + [{"role": "user", "content": multiturn_prompt(p.prompt, fbs)}]
+        return system + multiturn_prompt_attempt_and_feedback(p.prompt, texts, fbs)
 
     chains: list[_Chain] = []
-    for cfg, run, resume in seeds:
+    shared: dict = {}  # batch_key -> one sampler for every chain that can share it (and its prefix cache)
+    for problem, cfg, run, resume in chains_in:
         ck, turn, used, best, wall = run.start_point(resume)
         history = [(r["text"], r["feedback"]) for r in run.attempts()] if ck else []
         if len(history) != used:
             raise RunError(f"{run.path}: attempts.jsonl has {len(history)} attempts but the checkpoint says {used}; "
                            "the run directory was edited")
         window = window_tokens if window_tokens is not None else default_window(model, cfg.max_new_tokens)
-        chains.append(_Chain(cfg, run, JobKey(problem.id, method, cfg.seed), turn, used, best, wall,
-                             ck["window_start"] if ck else 0, history,
-                             session.sampler(model, attempts_done=used, checkpoint=ck), window, bool(ck)))
+        sampler = session.sampler(model, attempts_done=used, checkpoint=ck)
+        if sampler.batch_key is not None:
+            sampler = shared.setdefault(sampler.batch_key, sampler)
+        chains.append(_Chain(problem, cfg, run, JobKey(problem.id, method, cfg.seed), turn, used, best, wall,
+                             ck["window_start"] if ck else 0, history, sampler, window, bool(ck)))
     for c in chains:
-        yield Start(c.job, str(c.run.path), c.cfg.budget, c.used, c.turn, 1, problem.n_tests, c.resumed)
+        yield Start(c.job, str(c.run.path), c.cfg.budget, c.used, c.turn, 1, c.problem.n_tests, c.resumed)
 
     def finish(c: _Chain, solved_at: int | None) -> Done:
         c.done = True
-        result = summary(problem, c.cfg, c.run, method, "solved" if solved_at else "exhausted", solved_at=solved_at,
+        result = summary(c.problem, c.cfg, c.run, method, "solved" if solved_at else "exhausted", solved_at=solved_at,
                          used=c.used, best=c.best, wall=c.wall, variant=variant, window_tokens=c.window)
         c.run.write_summary(result)
         return Done(c.job, result)
@@ -270,13 +282,21 @@ def multi_turn_seeds(problem, seeds: list[tuple], session, *, variant: str = "fe
                     c.start = trim_window(len(c.history), lambda lo, c=c: len(encode_chat(session.tokenizer, messages(c, lo))),
                                           c.window, c.start)
                     prompts.append(encode_chat(session.tokenizer, messages(c, c.start)))
+                # Each chain's prompt grows by one feedback a turn: prefix_key lets the backend reuse the KV
+                # of the part it saw last turn (the base model's weights never change here).
                 requests = [SampleRequest(p, 1, SamplingParams(
                     temperature=c.cfg.temperature, top_p=c.cfg.top_p, max_new_tokens=c.cfg.max_new_tokens,
-                    seed=batch_seed(method, c.cfg.seed, c.turn))) for c, p in zip(chunk, prompts)]
+                    seed=batch_seed(method, c.cfg.seed, c.turn)), prefix_key=str(c.run.path))
+                    for c, p in zip(chunk, prompts)]
                 outputs = sample_batched([c.sampler for c in chunk], requests)
                 t_sample = time.perf_counter() - t_call
                 completions = [cs[0] for cs in outputs]
-                verdicts = verify_many(problem, [(x.text, x.truncated) for x in completions])
+                verdicts = [None] * len(chunk)
+                for pid in dict.fromkeys(c.problem.id for c in chunk):  # one verify call per problem
+                    idx = [i for i, c in enumerate(chunk) if c.problem.id == pid]
+                    got = verify_many(chunk[idx[0]].problem, [(completions[i].text, completions[i].truncated) for i in idx])
+                    for i, v in zip(idx, got):
+                        verdicts[i] = v
                 t_verify = time.perf_counter() - t_call - t_sample
                 share = 1 / len(chunk)
                 for c, prompt_ids, was, comp, verdict in zip(chunk, prompts, before, completions, verdicts):
@@ -288,7 +308,7 @@ def multi_turn_seeds(problem, seeds: list[tuple], session, *, variant: str = "fe
                     c.used += 1
                     c.history.append((comp.text, verdict.feedback))
                     rec = {"step": c.turn, "attempts_used": c.used, **stats, "best_so_far": c.best,
-                           "n_tests": problem.n_tests, "prompt_tokens": len(prompt_ids),
+                           "n_tests": c.problem.n_tests, "prompt_tokens": len(prompt_ids),
                            "feedback_in_prompt": len(c.history) - 1 - c.start, "dropped": c.start - was,
                            "window_tokens": c.window, "time_sample_s": t_sample * share,
                            "time_verify_s": t_verify * share, "time_step_s": (time.perf_counter() - t_call) * share,
@@ -302,7 +322,7 @@ def multi_turn_seeds(problem, seeds: list[tuple], session, *, variant: str = "fe
                                                    "window_start": c.start})
                     yield Step(c.job, rec, c.cfg.budget)
                     if attempt.passed:
-                        write_solution(c.run, problem, attempt)
+                        write_solution(c.run, c.problem, attempt)
                         yield finish(c, attempt.number)
                     elif c.used >= c.cfg.budget:
                         yield finish(c, None)
@@ -311,5 +331,5 @@ def multi_turn_seeds(problem, seeds: list[tuple], session, *, variant: str = "fe
     except (KeyboardInterrupt, GeneratorExit):
         for c in chains:
             if not c.done:
-                mark_interrupted(c.run, problem, c.cfg, method, variant=variant, window_tokens=c.window)
+                mark_interrupted(c.run, c.problem, c.cfg, method, variant=variant, window_tokens=c.window)
         raise

@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from .config import EXECUTION_KNOBS, SolveConfig, make_config
-from .errors import ConfigError, RunDataError
+from .errors import ConfigError, ProblemError, RunDataError
 from .report import SPEC_FILE
 from .runner import Job, existing_runs, finished
 from .runs import atomic_write
@@ -97,11 +97,17 @@ def prepare(problem_paths: list[Path], *, out: Path | None, resume: bool, baseli
         if v is not None and v < 1:
             raise ConfigError(f"{name}: must be >= 1, got {v}")
     new_problems = _load_problems(problem_paths)
+    from .runner import refusals
+
+    if lines := refusals(new_problems):
+        raise ProblemError("\n".join(lines), lines=lines)
 
     if resume:
         if out is None:
             raise ConfigError("--resume needs --out DIR: the comparison directory to continue")
         spec = load_spec(out)
+        if lines := refusals(_load_problems([out / "problems" / f"{pid}.yaml" for pid in spec["problem_ids"]])):
+            raise ProblemError("\n".join(lines), lines=lines)
         saved = spec["config"]
         new = cfg.to_dict()
         conflicts = [f"--{k.replace('_', '-')}: this comparison uses {saved.get(k)!r}, not {new[k]!r}"
@@ -180,10 +186,10 @@ def plan_jobs(out: Path, spec: dict, problems: list) -> tuple[list[Job], int]:
     """Every run of the comparison that is not finished yet, in the order they are run, and how many
     are finished already.
 
-    Per problem: best-of-k (one run: it does not depend on the seed), then multi-turn for every seed
-    (consecutive jobs, which the runner samples together, one batched call per turn), then SDPO seed by
-    seed. Runs are named `<problem>_<method>_s<seed>` below `out/runs`: a job finds its own run again on
-    resume.
+    best-of-k for every problem (one run each: it does not depend on the seed), then multi-turn for
+    every problem and seed (consecutive jobs, which the runner samples together, one batched call per
+    turn), then SDPO problem by problem, seed by seed. Runs are named `<problem>_<method>_s<seed>` below
+    `out/runs`: a job finds its own run again on resume.
     """
     base = SolveConfig.model_validate(spec["config"])
     options = {"best-of-k": {"n_samples": spec["samples"]},
@@ -193,13 +199,10 @@ def plan_jobs(out: Path, spec: dict, problems: list) -> tuple[list[Job], int]:
         return Job(problem, method, base.replace(seed=seed), runs_root=out / "runs", stamp=False,
                    options=options.get(method, {}))
 
-    jobs = []
-    for p in problems:
-        if "best-of-k" in spec["methods"]:
-            jobs.append(job(p, "best-of-k", spec["seeds"][0]))
-        if "multi-turn" in spec["methods"]:
-            jobs += [job(p, "multi-turn", seed) for seed in spec["seeds"]]
-        jobs += [job(p, "sdpo", seed) for seed in spec["seeds"]]
+    jobs = [job(p, "best-of-k", spec["seeds"][0]) for p in problems if "best-of-k" in spec["methods"]]
+    if "multi-turn" in spec["methods"]:
+        jobs += [job(p, "multi-turn", seed) for p in problems for seed in spec["seeds"]]
+    jobs += [job(p, "sdpo", seed) for p in problems for seed in spec["seeds"]]
     index = existing_runs(out / "runs")
     todo = [j for j in jobs if not (j.key in index and finished(index[j.key]))]
     for j in todo:  # an unfinished run will be resumed: check its files now, before anything runs

@@ -38,12 +38,19 @@ def safe(text: str) -> str:
 
 
 def error(line: str) -> None:
-    """One red line on stderr (markup is not interpreted, control characters are made visible)."""
+    """One red line on stderr (markup in `line` is not interpreted, control characters are shown)."""
     err.print(safe(line), style="bold red", markup=False)
 
 
 def warn(line: str) -> None:
     err.print(safe(line), style="yellow", markup=False)
+
+
+def status_line(word: str, colour: str, rest: str) -> None:
+    """`word` in `colour`, then `rest` verbatim (made safe, never read as markup), on stderr."""
+    from rich.text import Text
+
+    err.print(Text.assemble((word, colour), safe(rest)))
 
 
 def live_progress() -> bool:

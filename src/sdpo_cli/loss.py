@@ -191,11 +191,12 @@ def teacher_support_logprobs(
         add_tail: Append the tail bucket (True) or renormalise over the top-K (False).
 
     Returns:
-        float32 log-probs: (B, T, K + 1) with the tail, (B, T, K) without, (B, T, V) if `topk_ids`
-        is None. Normalised over the full vocabulary before the tail/renormalisation step.
+        log-probs in float32 (float64 for float64 logits): (B, T, K + 1) with the tail, (B, T, K)
+        without, (B, T, V) if `topk_ids` is None. Normalised over the full vocabulary before the
+        tail/renormalisation step.
     """
     if topk_ids is None:
-        return torch.log_softmax(teacher_logits.float() / temperature, dim=-1)
+        return torch.log_softmax(teacher_logits.to(_compute_dtype(teacher_logits)) / temperature, dim=-1)
     topk_logprobs, _, _ = _SupportLogProbs.apply(teacher_logits.detach(), topk_ids, temperature)
     return _support_from_topk(topk_logprobs, add_tail)
 
@@ -333,7 +334,7 @@ def sdpo_loss(
     # The sampled token's log-probs (B, T) are read on the side, detached, for the IS weights and stats.
     student_sampled_lp = teacher_sampled_lp = tail_mass = None
     if topk is None:
-        student_lp = torch.log_softmax(student_logits.float() / temperature, dim=-1)
+        student_lp = torch.log_softmax(student_logits.to(_compute_dtype(student_logits)) / temperature, dim=-1)
         with torch.no_grad():
             entropy = -(student_lp.exp() * student_lp).sum(-1)
         if teacher_support is None:
@@ -352,7 +353,7 @@ def sdpo_loss(
             tail_mass = 1.0 - topk_lp.exp().sum(-1)
             if sampled_ids is not None:
                 student_sampled_lp = (
-                    student_logits.detach().gather(-1, sampled_ids.unsqueeze(-1)).float() / temperature
+                    student_logits.detach().gather(-1, sampled_ids.unsqueeze(-1)).to(student_lse.dtype) / temperature
                     - student_lse
                 ).squeeze(-1)
             if teacher_support is None:
@@ -366,7 +367,8 @@ def sdpo_loss(
                     teacher_sampled_lp = teacher_topk_lp[..., -1]
                     teacher_topk_lp = teacher_topk_lp[..., :-1]
                 teacher_support = _support_from_topk(teacher_topk_lp, add_tail)
-    teacher_lp = teacher_support.detach().float()
+    # The teacher's support follows the student's compute dtype (float32, or float64 in gradient checks).
+    teacher_lp = teacher_support.detach().to(student_lp.dtype)
     assert teacher_lp.shape == student_lp.shape, (
         f"teacher support {tuple(teacher_lp.shape)} vs student support {tuple(student_lp.shape)}: "
         "same topk_ids / add_tail / topk?"
@@ -385,10 +387,10 @@ def sdpo_loss(
     weight = is_clipped = rollout_clipped = None
     with torch.no_grad():
         if old_logprobs is not None:
-            weight, is_clipped = _clip_weight(student_sampled_lp - old_logprobs.float(), is_clip)
+            weight, is_clipped = _clip_weight(student_sampled_lp - old_logprobs.to(student_lp.dtype), is_clip)
         if rollout_logprobs is not None:
-            behaviour = old_logprobs.float() if old_logprobs is not None else student_sampled_lp
-            rollout_weight, rollout_clipped = _clip_weight(behaviour - rollout_logprobs.float(), is_clip)
+            behaviour = old_logprobs.to(student_lp.dtype) if old_logprobs is not None else student_sampled_lp
+            rollout_weight, rollout_clipped = _clip_weight(behaviour - rollout_logprobs.to(student_lp.dtype), is_clip)
             weight = rollout_weight if weight is None else weight * rollout_weight
     if weight is not None:
         per_token = per_token * weight

@@ -86,9 +86,10 @@ def finished(run: RunDir) -> bool:
 
 
 def batchable(a: Job, b: Job) -> bool:
-    """Can `a` and `b` run as one batched unit? Multi-turn chains of one problem with the same settings
-    but the seed: each turn samples every chain's next reply in one call (baselines.multi_turn_seeds)."""
-    return (a.method == b.method == "multi-turn" and a.problem.id == b.problem.id and a.options == b.options
+    """Can `a` and `b` run as one batched unit? Multi-turn chains with the same settings but the seed (of
+    one or several problems): each turn samples every chain's next reply in one call
+    (baselines.multi_turn_chains)."""
+    return (a.method == b.method == "multi-turn" and a.options == b.options
             and a.config.replace(seed=0) == b.config.replace(seed=0))
 
 
@@ -110,8 +111,8 @@ def execute(group: list[Job], session, claimed: list[tuple[RunDir, bool]]) -> It
     job = group[0]
     cfg, problem = job.config, job.problem
     if job.method == "multi-turn":
-        return baselines.multi_turn_seeds(
-            problem, [(j.config, run, resume) for j, (run, resume) in zip(group, claimed)], session,
+        return baselines.multi_turn_chains(
+            [(j.problem, j.config, run, resume) for j, (run, resume) in zip(group, claimed)], session,
             variant=job.options.get("variant", "feedback_only"), window_tokens=job.options.get("window_tokens"))
     assert len(group) == 1, "only multi-turn jobs are batched"
     run, resume = claimed[0]
@@ -146,6 +147,14 @@ def run_jobs(jobs: list[Job], *, session=None) -> Iterator:
 
 # --------------------------------------------------------------------------------------------------
 # Planning `sdpo solve` (validates everything; writes nothing and loads no model)
+
+
+def refusals(problems) -> list[str]:
+    """One line per problem this machine's sandbox cannot verify safely (e.g. hidden tests without
+    filesystem isolation), so a plan stops before a model loads or a run directory is written."""
+    from .verify import refusal
+
+    return [f"{p.path or p.id}: {why}" for p in problems if (why := refusal(p))]
 
 
 @dataclass
@@ -213,6 +222,7 @@ def plan_solve(problem_paths: list[Path], resume: list[Path], cfg, runs_dir: Pat
             loaded.append(load_problem(path))
         except ProblemError as e:
             errors += e.lines
+    errors += refusals([job.problem for job in jobs] + loaded)
     if errors:
         raise ProblemError("\n".join(errors), lines=errors)
     if loaded and cfg is None:

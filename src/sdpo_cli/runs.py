@@ -39,7 +39,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import RunDataError, RunError
+from .errors import RunDataError
 
 RUN_FILES = ("config.yaml", "attempts.jsonl", "steps.jsonl")
 

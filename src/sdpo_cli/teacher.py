@@ -12,7 +12,8 @@ weights is held:
                    factor-EMA bias). With r = 0.01 the gap is second order in the student's drift.
   "trust-region"   logits = lerp(base_logits, student_logits, mix) = (1 - mix) base + mix student,
                    both on the teacher prompt, base via `disable_adapter()` (paper Eq. 10).
-                   The official code reuses teacher_update_rate as the mix, hence mix = 0.01.
+                   The official code reuses teacher_update_rate as the mix, so the default mix is
+                   the EMA rate (0.01 at test time; config.py, --trust-region-mix).
   "base"           the frozen initial model via `disable_adapter()` (paper Table 4 "frozen initial
                    teacher"). With LoRA the initial student equals the base, so this is exact.
 
@@ -50,7 +51,9 @@ if TYPE_CHECKING:
 TEACHER_ADAPTER = "teacher"
 TEACHER_KINDS = ("ema", "trust-region", "base")
 DEFAULT_RATE = 0.01  # paper Table 12: teacher EMA rate 0.01 for Sec. 4 and test time
-DEFAULT_MIX = 0.01  # trust-region mix; the official code passes teacher_update_rate here
+# The trust-region mix is not a separate setting in the official code: the worker builds
+# TrustRegionTeacher(..., mix_coef=teacher_update_rate) (verl/workers/fsdp_workers.py). So one constant.
+DEFAULT_MIX = DEFAULT_RATE
 
 
 @torch.no_grad()
@@ -206,7 +209,9 @@ class Teacher:
                     out[which] = forward_logits(self.model, input_ids, attention_mask, logits_to_keep=logits_to_keep,
                                                 prefix=prefix[which] if prefix else None)
             if self.kind == "trust-region":
-                return torch.lerp(out["base"].float(), out["student"].float(), self.mix)
+                # float32 at least, so the lerp of two close tensors keeps its precision (float64 stays).
+                dtype = torch.promote_types(out["student"].dtype, torch.float32)
+                return torch.lerp(out["base"].to(dtype), out["student"].to(dtype), self.mix)
             return out[self._WEIGHTS[self.kind][0]]
 
     def update(self) -> None:

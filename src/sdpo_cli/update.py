@@ -57,7 +57,9 @@ def teacher_messages(problem, texts: list[str], passed: list[bool], feedbacks: l
     """Each attempt's teacher chat, or None when it has no teacher signal.
 
     A successful attempt of the same batch is the demonstration for the others, never for itself
-    (the official code's dont_reprompt_on_self_success); otherwise the attempt's own feedback.
+    (the official code's dont_reprompt_on_self_success); otherwise the attempt's own feedback, which
+    counts only when it is non-empty after `.strip()` (as the official `_collect_feedback`): a
+    whitespace-only feedback gives no teacher signal.
     `<think>` blocks are stripped from demonstrations. System messages of the student chat are kept.
     """
     system = [m for m in problem.messages() if m["role"] == "system"]
@@ -66,7 +68,7 @@ def teacher_messages(problem, texts: list[str], passed: list[bool], feedbacks: l
         demo = next((texts[j] for j in range(len(texts)) if passed[j] and j != i), None)
         if demo is not None:
             user = reprompt(problem.prompt, solution=_THINK.sub("", demo).strip())
-        elif feedbacks[i]:
+        elif feedbacks[i].strip():
             user = reprompt(problem.prompt, feedback=feedbacks[i])
         else:
             out.append(None)

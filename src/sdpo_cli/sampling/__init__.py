@@ -42,11 +42,18 @@ class Completion:
 
 @dataclass(frozen=True)
 class SampleRequest:
-    """`n` completions of one chat-templated prompt, drawn with `params` (its seed included)."""
+    """`n` completions of one chat-templated prompt, drawn with `params` (its seed included).
+
+    `prefix_key` names a conversation whose prompts grow (a multi-turn chain): a backend may keep the
+    prompt's KV cache under it and reuse the common prefix next time (vLLM's prefix caching does this
+    by itself). It never changes what is sampled, only how fast; use it only while the weights stay
+    the same (the baselines sample the unchanged base model).
+    """
 
     prompt_ids: list[int]
     n: int
     params: SamplingParams
+    prefix_key: str | None = None
 
 
 def sample_batched(samplers: list, requests: list[SampleRequest]) -> list[list[Completion]]:

@@ -33,6 +33,7 @@ provably identical (non-deterministic kernels).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 import contextlib
@@ -145,6 +146,10 @@ class HFSampler:
         tokenizer: the matching tokenizer (for EOS / pad ids and decoding).
         merge: fold the active LoRA adapter into the base weights while generating (model.merged_lora).
         share_prompt: when all rows have the same prompt, run it once and repeat its KV cache.
+        prefix_cache_tokens: how many prompt tokens of keyed requests (`SampleRequest.prefix_key`, e.g.
+            a multi-turn chain) to keep the KV cache of, least recently used first out. The next
+            request with the same key reuses the KV of its longest common token prefix with the
+            earlier prompt instead of recomputing it (0 turns this off).
         min_new_tokens: EOS is banned before this many tokens (benchmarks use it to force lengths;
             the recorded log-probs are then those of the distribution with EOS removed).
     """
@@ -160,6 +165,7 @@ class HFSampler:
         merge: bool = True,
         share_prompt: bool = True,
         min_new_tokens: int = 0,
+        prefix_cache_tokens: int = 1 << 16,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -169,6 +175,9 @@ class HFSampler:
         self.merge = merge
         self.share_prompt = share_prompt
         self.min_new_tokens = min_new_tokens
+        self.prefix_cache_tokens = prefix_cache_tokens
+        # prefix_key -> (prompt ids, [(K, V) per layer], each (1, kv_heads, len, head_dim)); LRU order.
+        self._prefixes: OrderedDict = OrderedDict()
 
     def after_update(self, model, directory) -> dict:
         """Nothing to do: `sample` runs the live model, which already holds the updated adapter."""
@@ -191,6 +200,84 @@ class HFSampler:
         if n > 1:
             cache.batch_repeat_interleave(n)
         return cache
+
+    def _full_attention_only(self) -> bool:
+        """Keyed prefix reuse needs every layer to keep the whole context (no sliding windows)."""
+        if not hasattr(self, "_full_attention"):
+            from transformers.cache_utils import DynamicLayer
+
+            layers = DynamicCache(config=self.model.config).layers
+            self._full_attention = bool(layers) and all(type(x) is DynamicLayer for x in layers)
+        return self._full_attention
+
+    def _layout(self, requests: list[SampleRequest], rows: list[list[int]], device):
+        """(input_ids, attention_mask, cache or None, the columns of each row's prompt) for one call.
+
+        Without reusable prefixes the prompts are left-padded to one width. Where keyed requests have a
+        stored prefix (the KV of an earlier prompt under the same `prefix_key`), row i reuses r_i tokens:
+        the longest common token prefix with the stored prompt, at least one token left to run. Its row
+        is [zeros][r_i cached tokens] [pads][the other tokens]: the cached parts fill the first C = max r_i
+        columns (the cache), the rest of every row after them. The attention mask hides the holes and
+        the positions come from the mask, so every token sits at its true position. Each row reuses
+        exactly its own common prefix whatever else is in the batch, so a chain samples the same tokens
+        batched or alone.
+        """
+        per_row = [(None, 0)] * len(rows)
+        if self.prefix_cache_tokens and self._prefixes and self._full_attention_only():
+            per_row = []
+            for r in requests:
+                entry = self._prefixes.get(r.prefix_key) if r.prefix_key is not None else None
+                common = 0
+                if entry is not None:
+                    old, limit = entry[0], min(len(entry[0]), len(r.prompt_ids) - 1)
+                    while common < limit and old[common] == r.prompt_ids[common]:
+                        common += 1
+                per_row += [(entry, common)] * r.n
+        if not any(c for _, c in per_row):
+            width = max(len(x) for x in rows)
+            ids = [[self.pad_id] * (width - len(x)) + x for x in rows]
+            mask = [[0] * (width - len(x)) + [1] * len(x) for x in rows]
+            cols = [list(range(width - len(x), width)) for x in rows]
+            cache = None
+        else:
+            C = max(c for _, c in per_row)
+            U = max(len(x) - c for x, (_, c) in zip(rows, per_row))
+            ids, mask, cols = [], [], []
+            for x, (_, c) in zip(rows, per_row):
+                gap = U - (len(x) - c)
+                ids.append([self.pad_id] * (C - c) + x[:c] + [self.pad_id] * gap + x[c:])
+                mask.append([0] * (C - c) + [1] * c + [0] * gap + [1] * (len(x) - c))
+                cols.append(list(range(C - c, C)) + list(range(C + gap, C + U)))
+            layers = []
+            some = next(e for e, c in per_row if c)[1]
+            for layer, (k0, v0) in enumerate(some):
+                keys = k0.new_zeros((len(rows), k0.shape[1], C, k0.shape[3]))
+                values = v0.new_zeros((len(rows), v0.shape[1], C, v0.shape[3]))
+                for i, (entry, c) in enumerate(per_row):
+                    if c:
+                        k, v = entry[1][layer]
+                        keys[i, :, C - c:] = k[0, :, :c]
+                        values[i, :, C - c:] = v[0, :, :c]
+                layers.append((keys, values))
+            cache = DynamicCache(ddp_cache_data=layers, config=self.model.config)
+        as_tensor = lambda x: torch.tensor(x, dtype=torch.long, device=device)  # noqa: E731
+        return as_tensor(ids), as_tensor(mask), cache, cols
+
+    def _store_prefixes(self, requests: list[SampleRequest], cols: list[list[int]], cache) -> None:
+        """Keep the prompt KV of every keyed request (its first row) for the next call with that key."""
+        if not self.prefix_cache_tokens or cache is None or not self._full_attention_only():
+            return
+        start = 0
+        for r in requests:
+            if r.prefix_key is not None:
+                where = torch.tensor(cols[start], device=cache.layers[0].keys.device)
+                kv = [(layer.keys[start:start + 1].index_select(2, where).clone(),
+                       layer.values[start:start + 1].index_select(2, where).clone()) for layer in cache.layers]
+                self._prefixes.pop(r.prefix_key, None)
+                self._prefixes[r.prefix_key] = (list(r.prompt_ids), kv)
+            start += r.n
+        while sum(len(e[0]) for e in self._prefixes.values()) > self.prefix_cache_tokens:
+            self._prefixes.popitem(last=False)
 
     def sample(self, prompt_ids: list[int], n: int, params: SamplingParams) -> list[Completion]:
         """Sample `n` completions of one prompt (see `sample_many`)."""
@@ -218,10 +305,8 @@ class HFSampler:
 
         device = next(self.model.parameters()).device
         rows = [r.prompt_ids for r in requests for _ in range(r.n)]
-        width = max(len(x) for x in rows)
-        input_ids = torch.tensor([[self.pad_id] * (width - len(x)) + x for x in rows], dtype=torch.long, device=device)
-        attention_mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in rows], dtype=torch.long,
-                                      device=device)
+        input_ids, attention_mask, cache, cols = self._layout(requests, rows, device)
+        width = input_ids.shape[1]
 
         greedy = p0.temperature == 0
         processors = LogitsProcessorList()
@@ -259,7 +344,7 @@ class HFSampler:
             eos_token_id=self.eos_ids,
             pad_token_id=self.pad_id,
             use_cache=True,
-            return_dict_in_generate=False,
+            return_dict_in_generate=True,
             output_scores=False,
         )
 
@@ -267,16 +352,21 @@ class HFSampler:
         self.model.eval()  # no LoRA dropout while sampling
         merged = merged_lora(self.model) if self.merge else contextlib.nullcontext()
         one_prompt = self.share_prompt and all(x == rows[0] for x in rows)
+        keyed = any(r.prefix_key is not None for r in requests)
         try:
             with torch.no_grad(), _quiet_generation_config(), merged:
-                cache = self._prompt_cache(rows[0], len(rows), device) if one_prompt else None
-                sequences = self.model.generate(
+                if cache is None and one_prompt:
+                    cache = self._prompt_cache(rows[0], len(rows), device)
+                out = self.model.generate(
                     input_ids=input_ids,
                     attention_mask=attention_mask,
                     generation_config=gen_config,
                     logits_processor=processors,
                     past_key_values=cache,
                 )
+                sequences = out.sequences
+                if keyed:
+                    self._store_prefixes(requests, cols, out.past_key_values)
         finally:
             self.model.train(was_training)
 

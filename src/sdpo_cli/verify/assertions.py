@@ -14,7 +14,7 @@ import ast
 
 
 def split_check(test_code: str, name: str) -> list[dict]:
-    """One harness call per assertion of `check`, or [] when the test code cannot be split.
+    """One judge test per assertion of `check`, or [] when the test code cannot be split.
 
     Each item: {"mode": "assert_eq" | "assert", "setup": src, "left"/"right" or "stmt": src, "show": src}
     where "show" is the assertion's source, the Input shown in feedback.

@@ -1,8 +1,19 @@
 """Problem kinds -> sandbox runs -> `Verdict`s.
 
-Each test case of each reply is one sandbox run (as in the paper's code environment, SPEC §2.3);
-all runs of a batch go to one thread pool with as many workers as usable cores, so 16 replies x 20
-tests keep both cores busy. The threads only wait on child processes, so the GIL is no bottleneck.
+Who decides a verdict: always a process that holds no code from the reply.
+  stdio    each test case is one sandbox run of the reply (as in the paper's code environment);
+           sdpo compares its stdout. The exit code can only fail a test.
+  function per reply, a judge process and a candidate process (calls.py): the judge runs the tests
+           and compares; the candidate only answers calls with plain data.
+  answer   sdpo extracts and compares (regex matching under a timeout).
+  command  the user's judge program, in a sandbox of its own (judge_view): it gets the extracted
+           payload on stdin and as the file `answer.txt` (its last argument), can read the problem's
+           folder and the folders its command names, and decides by its exit code (0 = pass); what
+           it prints is the feedback. The reply's code never runs there unless the judge runs it
+           itself (then the judge must contain it: its sandbox can read the problem folder).
+All runs of a batch go to one thread pool with as many workers as usable cores (one job per stdio
+test, per function reply, per command reply). The threads only wait on child processes, so the GIL is
+no bottleneck.
 
 Comparison rules:
   stdio    line by line, ignoring trailing whitespace on each line and trailing blank lines; with
@@ -11,19 +22,22 @@ Comparison rules:
            (same tolerance rule for floats); assertion tests pass when the assertion holds.
   answer   exact (whitespace-trimmed), number (tolerance), or regex fullmatch.
   command  the judge's exit code 0 means pass; its output is the feedback.
+
+Hidden tests are refused (SandboxRefused) where the sandbox cannot hide the problem file from the
+reply (`sandbox.hides_files()` is false: no bubblewrap and no unshare as root).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-from ..extract import extract_answer, extract_code
+import regex
+
+from ..extract import TIMEOUT_S, extract_answer, extract_code, parse_number
 from ..problem import AnswerVerifier, CommandVerifier, FunctionVerifier, Problem, StdioVerifier, _parse_number
 from . import (
     FORMAT_ERROR,
@@ -35,14 +49,13 @@ from . import (
     TIME_LIMIT,
     TRUNCATED,
     WRONG_ANSWER,
+    SandboxRefused,
     TestOutcome,
     Verdict,
 )
-from .assertions import split_check
 from .sandbox import Limits as SandboxLimits
-from .sandbox import interpreter, run_program, run_python
+from .sandbox import hides_files, isolation, run_program, run_python
 
-HARNESS_SRC = (Path(__file__).parent / "harness.py").read_text(encoding="utf-8")
 _STATUS_PRIORITY = [RUNTIME_ERROR, MEMORY_LIMIT, OUTPUT_LIMIT, TIME_LIMIT, WRONG_ANSWER]
 _POOL: ThreadPoolExecutor | None = None
 
@@ -70,8 +83,8 @@ _FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+)(?:, in (?P<
 def parse_traceback(stderr: str) -> tuple[str, str]:
     """(error, location) from a Python traceback: "Exc: msg" and the last frame in the candidate's code.
 
-    location reads "  <source line>\\nLine N in f (Solution.py)" (LeetCode style, SPEC §2.3); "" if the
-    error did not happen in solution.py (e.g. inside a library).
+    location reads "  <source line>\\nLine N in f (Solution.py)" (LeetCode style, as in the paper's
+    feedback); "" if the error did not happen in solution.py (e.g. inside a library).
     """
     lines = stderr.rstrip().splitlines()
     error = ""
@@ -91,23 +104,31 @@ def parse_traceback(stderr: str) -> tuple[str, str]:
     return error or "Process exited with an error", location
 
 
-def _failed_run(res, idx: int, hidden: bool, shown_input: str) -> TestOutcome | None:
+def failure_fields(status: str, returncode: int | None, stderr: str, lim: SandboxLimits) -> dict:
+    """Outcome fields (status, error, location, debug) of a program or call that did not finish
+    normally; `status` as the sandbox reports it (timeout, memory, output_limit, error)."""
+    debug = stderr[-3000:]
+    if status == "timeout":
+        return {"status": TIME_LIMIT, "debug": debug}
+    if status == "memory":
+        return {"status": MEMORY_LIMIT, "error": "MemoryError: memory limit exceeded", "debug": debug}
+    if status == "output_limit":
+        return {"status": OUTPUT_LIMIT, "error": "Output limit exceeded", "debug": debug}
+    error, location = parse_traceback(stderr)
+    rc = returncode or 0
+    signal = -rc if rc < 0 else rc - 128 if rc > 128 else 0  # bwrap and sh report a signal as 128 + its number
+    if signal and not stderr.strip():
+        error = f"Process killed by signal {signal} (stack overflow or crash)"
+    kind = MEMORY_LIMIT if error.startswith("MemoryError") else RUNTIME_ERROR
+    return {"status": kind, "error": error, "location": location, "debug": debug}
+
+
+def _failed_run(res, idx: int, hidden: bool, shown_input: str, lim: SandboxLimits) -> TestOutcome | None:
     """An outcome for a run that did not finish normally, else None."""
-    base = dict(index=idx, hidden=hidden, input=shown_input, time_s=res.wall_s, debug=res.stderr[-3000:])
-    if res.status == "timeout":
-        return TestOutcome(status=TIME_LIMIT, **base)
-    if res.status == "memory":
-        return TestOutcome(status=MEMORY_LIMIT, error="MemoryError: memory limit exceeded", **base)
-    if res.status == "output_limit":
-        return TestOutcome(status=OUTPUT_LIMIT, error="Output limit exceeded", **base)
-    if res.status != "ok":
-        error, location = parse_traceback(res.stderr)
-        if "RecursionError" in error or (not res.stderr.strip() and res.returncode and res.returncode < 0):
-            error = error if "RecursionError" in error else f"Process killed by signal {-res.returncode} (stack overflow or crash)"
-        if error.startswith("MemoryError"):
-            return TestOutcome(status=MEMORY_LIMIT, error=error, location=location, **base)
-        return TestOutcome(status=RUNTIME_ERROR, error=error, location=location, **base)
-    return None
+    if res.status == "ok":
+        return None
+    fields = failure_fields(res.status, res.returncode, res.stderr, lim)
+    return TestOutcome(index=idx, hidden=hidden, input=shown_input, time_s=res.wall_s, **fields)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -116,20 +137,6 @@ def _failed_run(res, idx: int, hidden: bool, shown_input: str) -> TestOutcome | 
 
 def _lines(s: str) -> list[str]:
     return [ln.rstrip() for ln in s.replace("\r\n", "\n").rstrip().split("\n")]
-
-
-def _close(a, b, tol: float | None) -> bool:
-    if tol is None:
-        return a == b
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a == b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return math.isclose(a, b, rel_tol=tol, abs_tol=tol)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_close(x, y, tol) for x, y in zip(a, b))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_close(a[k], b[k], tol) for k in a)
-    return a == b
 
 
 def stdout_matches(actual: str, expected: str, tol: float | None = None) -> bool:
@@ -143,15 +150,11 @@ def stdout_matches(actual: str, expected: str, tol: float | None = None) -> bool
         if len(gt) != len(wt):
             return False
         for a, b in zip(gt, wt):
-            fa, fb = _parse_number(a), _parse_number(b)
+            fa, fb = parse_number(a), _parse_number(b)
             ok = math.isclose(fa, fb, rel_tol=tol, abs_tol=tol) if fa is not None and fb is not None else a == b
             if not ok:
                 return False
     return True
-
-
-def _json_norm(x):
-    return json.loads(json.dumps(x))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -163,7 +166,7 @@ def _stdio_job(code: str, v: StdioVerifier, idx: int, lim: SandboxLimits):
 
     def run() -> TestOutcome:
         res = run_python(code, stdin=t.input, limits=lim)
-        bad = _failed_run(res, idx, t.hidden, t.input)
+        bad = _failed_run(res, idx, t.hidden, t.input, lim)
         if bad:
             return bad
         ok = stdout_matches(res.stdout, t.output, v.float_tolerance)
@@ -173,83 +176,30 @@ def _stdio_job(code: str, v: StdioVerifier, idx: int, lim: SandboxLimits):
     return run
 
 
-def _call_repr(name: str, args: list, kwargs: dict) -> str:
-    parts = [json.dumps(a) for a in args] + [f"{k}={json.dumps(v)}" for k, v in kwargs.items()]
-    return f"{name}({', '.join(parts)})"
+def _function_job(problem: Problem, code: str, lim: SandboxLimits):
+    from .calls import run_function_tests
+
+    return lambda: run_function_tests(problem, code, lim)
 
 
-def _harness(code: str, call: dict, lim: SandboxLimits, preamble: str | None):
-    files = {"solution.py": code, "harness.py": HARNESS_SRC, "call.json": json.dumps(call),
-             "preamble.py": preamble or ""}
-    return run_program([interpreter(), "-I", "harness.py"], files=files, limits=lim)
-
-
-def _result_line(stdout: str) -> dict | None:
-    try:
-        return json.loads(stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        return None
-
-
-def _function_job(code: str, v: FunctionVerifier, idx: int, lim: SandboxLimits):
-    t = v.tests[idx]
-    shown = _call_repr(v.name, t.args, t.kwargs)
-
-    def run() -> TestOutcome:
-        res = _harness(code, {"mode": "call", "name": v.name, "args": t.args, "kwargs": t.kwargs}, lim, v.preamble)
-        bad = _failed_run(res, idx, t.hidden, shown)
-        if bad:
-            return bad
-        out = _result_line(res.stdout)
-        if out is None or "result" not in out:
-            return TestOutcome(index=idx, status=RUNTIME_ERROR, hidden=t.hidden, input=shown,
-                               error="The function's result could not be read back", debug=res.stderr, time_s=res.wall_s)
-        got, want = out["result"], _json_norm(t.expected)
-        ok = _close(got, want, v.float_tolerance)
-        return TestOutcome(index=idx, status=PASSED if ok else WRONG_ANSWER, hidden=t.hidden, input=shown,
-                           output=json.dumps(got), expected=json.dumps(want), debug=res.stderr, time_s=res.wall_s)
-
-    return run
-
-
-def _assertion_job(code: str, v: FunctionVerifier, idx: int, call: dict | None, lim: SandboxLimits):
-    shown = call["show"] if call else "check(candidate)"
-    harness_call = ({k: c for k, c in call.items() if k != "show"} if call else {"mode": "check", "test_code": v.test_code})
-    harness_call["name"] = v.name
-
-    def run() -> TestOutcome:
-        res = _harness(code, harness_call, lim, v.preamble)
-        if res.status == "error" and "AssertionError" in res.stderr and call is None:
-            # Unsplit check(): show the failing assertion's source line (test code is compiled from a
-            # string, so the traceback has only its line number).
-            nums = re.findall(r'File "test.py", line (\d+)', res.stderr)
-            src = (v.test_code or "").splitlines()
-            line = src[int(nums[-1]) - 1].strip() if nums and int(nums[-1]) <= len(src) else shown
-            return TestOutcome(index=idx, status=WRONG_ANSWER, input=line, time_s=res.wall_s)
-        bad = _failed_run(res, idx, False, shown)
-        if bad:
-            return bad
-        out = _result_line(res.stdout) or {}
-        ok = out.get("pass") is True
-        return TestOutcome(index=idx, status=PASSED if ok else WRONG_ANSWER, input=shown,
-                           output=out.get("output", ""), expected=out.get("expected", ""),
-                           debug=res.stderr, time_s=res.wall_s)
-
-    return run
-
-
-def _answer_outcome(v: AnswerVerifier, answer: str) -> TestOutcome:
+def _answer_outcome(v: AnswerVerifier, answer: str) -> tuple[TestOutcome, str]:
+    """(outcome, message). Model text meets the comparison here, in sdpo: number parsing is bounded
+    and a regex match runs under a timeout (a pattern that backtracks badly fails the answer)."""
     want = str(v.answer)
     match = v.resolved_match
+    message = ""
     if match == "number":
-        a, b = _parse_number(answer), _parse_number(want)
+        a, b = parse_number(answer), _parse_number(want)
         ok = a is not None and math.isclose(a, b, rel_tol=v.tolerance, abs_tol=v.tolerance)
     elif match == "regex":
-        ok = re.fullmatch(want, answer.strip()) is not None
+        try:
+            ok = regex.fullmatch(want, answer.strip(), timeout=TIMEOUT_S) is not None
+        except TimeoutError:
+            ok, message = False, f"the regex judge gave up after {TIMEOUT_S:g} s"
     else:
         ok = answer.strip() == want.strip()
     # The expected answer is never put into the outcome: feedback must not reveal it.
-    return TestOutcome(index=0, status=PASSED if ok else WRONG_ANSWER, hidden=True, output=answer)
+    return TestOutcome(index=0, status=PASSED if ok else WRONG_ANSWER, hidden=True, output=answer), message
 
 
 def _resolve_command(problem: Problem, argv: list[str]) -> list[str]:
@@ -294,55 +244,86 @@ def _format_verdict(problem: Problem, truncated: bool, message: str) -> Verdict:
                    n_total=problem.n_tests, truncated=truncated, message=message)
 
 
+def has_hidden_tests(problem: Problem) -> bool:
+    v = problem.verifier
+    return isinstance(v, (StdioVerifier, FunctionVerifier)) and any(t.hidden for t in v.tests)
+
+
+def hidden_tests_refusal(problem: Problem) -> str | None:
+    """Why `problem` cannot be verified here (hidden tests, but the sandbox cannot hide the problem file
+    from the reply), or None when it can."""
+    if not has_hidden_tests(problem) or hides_files():
+        return None
+    where = problem.path or problem.id
+    return (f"{where}: has hidden tests, but the sandbox here ({isolation()} mode) cannot hide problem files "
+            "from the reply's code; install bubblewrap (apt-get install bubblewrap) or run sdpo as root "
+            "(unshare), or remove `hidden: true`")
+
+
+def _extract(fn, *args) -> tuple[str | None, str]:
+    """(extracted text or None, message): extraction that times out on hostile text finds nothing."""
+    try:
+        return fn(*args), ""
+    except TimeoutError:
+        return None, f"extracting the answer gave up after {TIMEOUT_S:g} s"
+
+
 def check_replies(problem: Problem, replies: list[tuple[str, bool]]) -> list[Verdict]:
-    """Verify every (response, truncated) reply of `problem`; see verify.verify_many."""
+    """Verify every (response, truncated) reply of `problem`; see verify.verify_many.
+
+    Raises:
+        SandboxRefused: the problem has hidden tests and this machine's sandbox cannot hide them.
+    """
     from ..feedback import feedback_text
 
+    refusal = hidden_tests_refusal(problem)
+    if refusal:
+        raise SandboxRefused(refusal)
     v = problem.verifier
     lim = _sandbox_limits(problem)
     t0 = time.perf_counter()
-    plans: list = []  # per reply: a Verdict (decided without running) or (answer, [futures])
+    plans: list = []  # per reply: a Verdict (decided without running) or (answer, truncated, [futures], kind)
     for response, truncated in replies:
         if isinstance(v, AnswerVerifier):
-            answer = extract_answer(response, v.extract)
-            plans.append(_format_verdict(problem, truncated, "") if answer is None
-                         else _verdict([_answer_outcome(v, answer)], answer, truncated, t0))
+            answer, message = _extract(extract_answer, response, v.extract)
+            if answer is None:
+                plans.append(_format_verdict(problem, truncated, message))
+                continue
+            outcome, message = _answer_outcome(v, answer)
+            plans.append(_verdict([outcome], answer, truncated, t0, message=message))
             continue
         if isinstance(v, CommandVerifier):
-            payload = (response if v.send == "response" else
-                       extract_code(response) if v.send == "code" else extract_answer(response, v.extract))
+            payload, message = (response, "") if v.send == "response" else _extract(
+                extract_code, response) if v.send == "code" else _extract(extract_answer, response, v.extract)
             if payload is None:
-                plans.append(_format_verdict(problem, truncated, ""))
+                plans.append(_format_verdict(problem, truncated, message))
             else:
-                plans.append((payload, truncated, [_pool().submit(_command_job(problem, v, payload))]))
+                plans.append((payload, truncated, [_pool().submit(_command_job(problem, v, payload))], "command"))
             continue
-        code = extract_code(response)
+        code, message = _extract(extract_code, response)
         if code is None:
-            plans.append(_format_verdict(problem, truncated, ""))
+            plans.append(_format_verdict(problem, truncated, message))
             continue
         if isinstance(v, StdioVerifier):
             jobs = [_stdio_job(code, v, i, lim) for i in range(len(v.tests))]
-        elif v.tests:
-            jobs = [_function_job(code, v, i, lim) for i in range(len(v.tests))]
+            plans.append((code, truncated, [_pool().submit(j) for j in jobs], "stdio"))
         else:
-            calls = split_check(v.test_code or "", v.name) or [None]
-            jobs = [_assertion_job(code, v, i, c, lim) for i, c in enumerate(calls)]
-        plans.append((code, truncated, [_pool().submit(j) for j in jobs]))
+            plans.append((code, truncated, [_pool().submit(_function_job(problem, code, lim))], "function"))
 
     verdicts = []
     for plan in plans:
         if isinstance(plan, Verdict):
             verdict = plan
         else:
-            answer, truncated, futures = plan
+            answer, truncated, futures, kind = plan
             results = [f.result() for f in futures]
-            if isinstance(v, CommandVerifier):
+            if kind == "command":
                 outcome, text = results[0]
                 verdict = _verdict([outcome], answer, truncated, t0, message=text)
                 if not verdict.passed:
                     verdict.status = JUDGE_FAILED
             else:
-                verdict = _verdict(results, answer, truncated, t0)
+                verdict = _verdict(results[0] if kind == "function" else results, answer, truncated, t0)
         verdict.feedback = feedback_text(verdict, problem)
         verdicts.append(verdict)
     return verdicts
