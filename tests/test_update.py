@@ -179,8 +179,9 @@ def test_bf16_base_gives_the_fp32_loss_within_5_percent_and_keeps_fp32_state(pea
     assert b16.model.get_base_model().lm_head.weight.dtype == torch.bfloat16
     s32, g32 = _update_with_grads(f32, tok)
     s16, g16 = _update_with_grads(b16, tok)
-    # Measured: 4% apart on this deliberately peaked tiny model (bf16 keeps ~3 significant digits of
-    # every activation and logit; the loss is a small KL between two close distributions).
+    # Measured: 1.7% apart (KL 0.3%, gradient cosine 0.9999) on this deliberately peaked tiny model (bf16
+    # keeps ~3 significant digits of every activation and logit; the loss is a small KL between two close
+    # distributions), so 5% leaves room for other CPUs' bf16 kernels.
     assert s16["loss"] == pytest.approx(s32["loss"], rel=0.05)
     assert s16["kl"] == pytest.approx(s32["kl"], rel=0.05)
     cos = torch.nn.functional.cosine_similarity(torch.cat([g.flatten() for g in g16.values()]),
