@@ -416,3 +416,19 @@ def test_prefix_store_is_capped_least_recently_used_first(tiny_model, prompt_ids
     for key in ("a", "b", "c"):
         s.sample_many([SampleRequest(prompt_ids, 1, SamplingParams(max_new_tokens=2, seed=1), prefix_key=key)])
     assert list(s._prefixes) == ["b", "c"]
+
+
+def test_prefix_store_is_dropped_when_the_weights_change(fresh_tiny_model, prompt_ids):
+    """An optimizer step (an in-place write to a parameter) makes stored KV stale: they are not reused."""
+    from sdpo_cli.sampling import SampleRequest
+
+    model, tok = fresh_tiny_model
+    s = HFSampler(model, tok)
+    req = SampleRequest(prompt_ids, 1, SamplingParams(max_new_tokens=4, seed=1), prefix_key="chain")
+    s.sample_many([req])
+    assert "chain" in s._prefixes
+    with torch.no_grad():
+        next(model.parameters()).add_(0.01)
+    grown = SampleRequest(prompt_ids + prompt_ids[:5], 1, SamplingParams(max_new_tokens=4, seed=2), prefix_key="x")
+    s.sample_many([grown])
+    assert "chain" not in s._prefixes and "x" in s._prefixes

@@ -177,6 +177,7 @@ class HFSampler:
         self.prefix_cache_tokens = prefix_cache_tokens
         # prefix_key -> (prompt ids, [(K, V) per layer], each (1, kv_heads, len, head_dim)); LRU order.
         self._prefixes: OrderedDict = OrderedDict()
+        self._prefix_weights: tuple | None = None  # the weights the stored KV were computed with
 
     def after_update(self, model, directory) -> dict:
         """Nothing to do: `sample` runs the live model, which already holds the updated adapter."""
@@ -222,6 +223,8 @@ class HFSampler:
         batched or alone.
         """
         per_row = [(None, 0)] * len(rows)
+        if self._prefixes and self._weights_version() != self._prefix_weights:
+            self._prefixes.clear()  # the weights changed (an optimizer step): stored KV are stale
         if self.prefix_cache_tokens and self._prefixes and self._full_attention_only():
             per_row = []
             for r in requests:
@@ -262,10 +265,15 @@ class HFSampler:
         as_tensor = lambda x: torch.tensor(x, dtype=torch.long, device=device)  # noqa: E731
         return as_tensor(ids), as_tensor(mask), cache, cols
 
+    def _weights_version(self) -> tuple:
+        """Changes whenever a parameter is replaced or modified in place (torch counts in-place writes)."""
+        return tuple((id(p), p._version) for p in self.model.parameters())
+
     def _store_prefixes(self, requests: list[SampleRequest], cols: list[list[int]], cache) -> None:
         """Keep the prompt KV of every keyed request (its first row) for the next call with that key."""
         if not self.prefix_cache_tokens or cache is None or not self._full_attention_only():
             return
+        self._prefix_weights = self._weights_version()
         start = 0
         for r in requests:
             if r.prefix_key is not None:
