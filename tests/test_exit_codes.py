@@ -274,3 +274,19 @@ def test_hidden_tests_without_file_isolation_are_refused_before_anything(env, mo
         assert not (tmp_path / "runs").exists() and not (tmp_path / "cmp").exists()
     finally:
         sandbox.isolation.cache_clear()
+
+
+def test_ray_input_is_checked_before_anything(env, monkeypatch, capsys, tmp_path):
+    """--ray without Ray installed: one line with the install command, exit 2; a problem file taken as the
+    --ray address (`--ray p.yaml`): exit 2. Nothing is written either way."""
+    import importlib.util
+
+    _, base = env
+    code, _, err = run_main(["compare", STDIO, *base, "--out", tmp_path / "c", "--ray", STDIO], monkeypatch, capsys)
+    assert_bad_input(code, err, "not a Ray address")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    for cmd in (["solve", STDIO, *base, "--runs-dir", tmp_path / "r"], ["compare", STDIO, *base, "--out", tmp_path / "c"]):
+        code, _, err = run_main([*cmd, "--ray"], monkeypatch, capsys)
+        assert_bad_input(code, err, "pip install 'sdpo-cli[ray]'")
+    assert not (tmp_path / "c").exists() and not (tmp_path / "r").exists()

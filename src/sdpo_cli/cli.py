@@ -237,14 +237,11 @@ def _run_plan(jobs, *, total: int, done: int, quiet: bool, ray: str | None, gpus
 
     Ctrl-C stops the plan: every run is left resumable and the command exits 130.
     """
+    from .events import Done, Error, Start
     from .render import Renderer
 
     if ray is not None:
         from .ray_runner import run_jobs_ray
-
-        if ray != "local" and Path(ray).exists():
-            raise ConfigError(f"--ray {console.safe(ray)}: that is a file, not a Ray address; put --ray after the "
-                              "problem files, or give an address (--ray auto, --ray HOST:PORT)")
 
         events = run_jobs_ray(jobs, address=None if ray == "local" else ray, gpus_per_job=gpus_per_job,
                               cpus_per_job=cpus_per_job)
@@ -258,13 +255,26 @@ def _run_plan(jobs, *, total: int, done: int, quiet: bool, ray: str | None, gpus
         with show:
             for ev in events:
                 show(ev)
-                current = getattr(ev, "run", current)
-                if on_done is not None and type(ev).__name__ == "Done":
+                if isinstance(ev, (Start, Error)):
+                    current = ev.run
+                if on_done is not None and isinstance(ev, Done):
                     on_done(ev)
     except KeyboardInterrupt:
         events.close()  # the running job records "interrupted" (also when Ctrl-C landed in rendering)
         raise Interrupted(current) from None
     return show
+
+
+def _check_ray(ray: str | None) -> None:
+    """Bad --ray input is found before anything is written: Ray missing, or a file taken as the address."""
+    if ray is None:
+        return
+    from .ray_runner import check_available
+
+    check_available()
+    if ray != "local" and Path(ray).exists():
+        raise ConfigError(f"--ray {console.safe(ray)}: that is a file, not a Ray address; put --ray after the "
+                          "problem files, or give an address (--ray auto, --ray HOST:PORT)")
 
 
 class Interrupted(Exception):
@@ -301,10 +311,7 @@ def solve_cmd(
 
     if not problems and not resume:
         raise ConfigError("give problem files to solve, or --resume RUN_DIR (see `sdpo solve --help`)")
-    if ray is not None:
-        from .ray_runner import check_available
-
-        check_available()
+    _check_ray(ray)
     # Everything is validated before a model loads or a directory is created: bad input costs nothing.
     paths = _expand(problems) if problems else []
     if paths:
@@ -373,10 +380,7 @@ def compare_cmd(
     from .runs import check_output_dir
 
     paths = _expand(problems) if problems else []
-    if ray is not None:
-        from .ray_runner import check_available
-
-        check_available()
+    _check_ray(ray)
     if out is not None:
         check_output_dir(out, "--out")
     cfg, given = _resolve(config, knobs)
