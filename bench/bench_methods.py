@@ -10,7 +10,9 @@ The default model (SmolLM2-135M) on this machine, the default sampling settings.
   * SDPO, seed by seed.
 Each method's time per attempt is its wall time (sampling, verification, and for SDPO the update)
 divided by its attempts. It then checks that batched and unbatched multi-turn gave the same discovery
-index and the same attempt texts per seed, and prints the ratio multi-turn (batched) / best-of-k.
+index and the same attempt texts per seed (exactly equal in fp32; with bf16 weights a different batch
+changes the rounding, so texts may differ while their distribution does not), and prints the ratio
+multi-turn (batched) / best-of-k.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--budget", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=192)
+    ap.add_argument("--dtype", default="auto", help="auto (bf16 on this CPU), fp32 or bf16")
     ap.add_argument("--skip-sdpo", action="store_true")
     args = ap.parse_args()
 
@@ -40,7 +43,8 @@ def main() -> None:
     from sdpo_cli.session import load_session
 
     problem = load_problem(args.problem)
-    cfg = resolve_config(flag_values={"budget": args.budget, "max_new_tokens": args.max_new_tokens})
+    cfg = resolve_config(flag_values={"budget": args.budget, "max_new_tokens": args.max_new_tokens,
+                                      "dtype": args.dtype})
     t0 = time.perf_counter()
     session = load_session(cfg)
     print(f"{problem.id}: {args.seeds} seeds, budget {args.budget}, batch {cfg.batch_size}, max batch "
