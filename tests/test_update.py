@@ -126,8 +126,14 @@ def test_batched_update_equals_one_sequence_at_a_time(peaked_model, budget):
     scale = max(g.abs().max() for g in g1.values())
     for name in g1:
         torch.testing.assert_close(g2[name], g1[name], atol=1e-5 * float(scale), rtol=0)
-    for p1, p2 in zip(one.params, many.params):  # same gradients -> the same AdamW step, up to 0.1% of lr
-        torch.testing.assert_close(p2, p1, atol=1e-3 * one.cfg.lr, rtol=0)
+    # Same gradients -> the same AdamW step, up to 0.1% of lr. Adam's first step is lr * g / (|g| + eps),
+    # so an element whose gradient is within the tolerance above of 0 may step anywhere in [-lr, lr]:
+    # those (CI saw one of 256) are only held to the bound.
+    for name, p1, p2 in zip(one.names, one.params, many.params):
+        settled = g1[name].abs() > 1e-3 * float(scale)
+        assert settled.float().mean() > 0.5
+        torch.testing.assert_close(p2[settled], p1[settled], atol=1e-3 * one.cfg.lr, rtol=0)
+        assert (p2 - p1).abs().max() <= 2.0 * one.cfg.lr
 
 
 def test_shared_prompt_prefixes_give_the_whole_row_loss_and_gradients(peaked_model):
