@@ -9,6 +9,7 @@ One engine serves the whole module (start-up takes ~1-2 min on 2 cores). What is
   - after an adapter update the next samples come from the new adapter (new directory, and an
     adapter rewritten in place), never from vLLM's cached old one;
   - base-model samples are unchanged by a previously served adapter;
+  - multi-turn seeds sampled as one call per turn give each seed's transcript alone (exactly, fp32);
   - bad input gives ConfigError, an engine crash gives RunError (last test: it kills the engine).
 
 The one unmarked test runs in the main environment, where vllm is absent, and checks the install hint.
@@ -266,6 +267,46 @@ def test_short_solve_with_the_vllm_backend_writes_a_valid_run(tmp_path):
     if not summary["solved"]:
         assert len(attempts) == 4 and (run / "adapters" / "step-0" / "adapter_config.json").exists()
     assert (run / "adapter" / "adapter_model.safetensors").exists()
+
+
+@pytest.mark.vllm
+def test_multi_turn_chains_batched_equal_each_seed_alone(engine, hf, tmp_path):
+    """Multi-turn seeds sampled as one vLLM generate call per turn get the transcripts they get alone.
+
+    Each chain's request carries its own seed, and a seeded vLLM request draws from its own generator,
+    so the batch does not change what a chain samples; its prompt grows by one feedback a turn and the
+    engine's prefix caching serves the common prefix."""
+    from sdpo_cli.baselines import multi_turn, multi_turn_seeds
+    from sdpo_cli.config import make_config
+    from sdpo_cli.model import load_model
+    from sdpo_cli.problem import Problem
+    from sdpo_cli.runs import RunDir
+    from sdpo_cli.session import Session
+
+    sampler, _ = engine
+    base, tokenizer = load_model(MODEL, device="cpu", dtype="fp32")  # baselines refuse a model with an adapter
+    session = Session(base, tokenizer, backend="vllm", engine=sampler)
+    problem = Problem.model_validate({"id": "add", "title": "t", "prompt": "What is 2+3? End with 'Answer: N'.",
+                                      "verifier": {"kind": "answer", "answer": 9}})  # never solved: full chains
+
+    def cfg(seed):
+        return make_config(dict(device="cpu", backend="vllm", budget=3, max_new_tokens=24, seed=seed, lora_rank=RANK))
+
+    def transcript(run):
+        return [(a["attempt"], a["text"], a["feedback"]) for a in run.attempts()]
+
+    alone = []
+    for seed in (0, 1, 2):
+        run = RunDir.create(tmp_path / "alone", problem, "multi-turn", seed, cfg(seed).to_dict())
+        list(multi_turn(problem, cfg(seed), session, run))
+        alone.append(transcript(run))
+    runs = [RunDir.create(tmp_path / "batched", problem, "multi-turn", s, cfg(s).to_dict()) for s in (0, 1, 2)]
+    events = list(multi_turn_seeds(problem, [(cfg(s), r, False) for s, r in zip((0, 1, 2), runs)], session))
+    steps = [e.record for e in events if type(e).__name__ == "Step"]
+    assert max(s["batched_with"] for s in steps) == 3  # really one call per turn
+    assert [len(t) for t in alone] == [3, 3, 3] and len({t[0][1] for t in alone}) == 3  # full chains, seeds differ
+    assert [transcript(r) for r in runs] == alone
+    assert all(r.summary()["status"] == "exhausted" for r in runs)
 
 
 @pytest.mark.vllm
