@@ -5,6 +5,8 @@
 
 The default model (SmolLM2-135M) on this machine, the default sampling settings. Runs, in this order:
   * best-of-k: seeds x budget samples (batches of --batch-size, several per call up to --max-batch);
+  * best-of-k again at multi-turn's batch width (--max-batch = seeds): a narrower batch's cost apart
+    from the cost of multi-turn's longer prompts;
   * multi-turn, the seeds batched (one call per turn for all unsolved chains; --max-batch);
   * multi-turn, one seed at a time (--max-batch 1: the unbatched path);
   * SDPO, seed by seed.
@@ -61,13 +63,25 @@ def main() -> None:
                 done[ev.job.seed] = ev.summary
         secs = time.perf_counter() - t
         attempts = sum(s["attempts_used"] for s in done.values())
-        print(f"{name:<26} {attempts:>4} attempts in {secs:7.1f}s = {secs / attempts:6.2f} s/attempt", flush=True)
+        records = [r for s in done.values() for r in RunDir(Path(s["run"])).attempts()]
+        new_tokens = sum(r["n_tokens"] for r in records)
+        steps = [st for s in done.values() for st in RunDir(Path(s["run"])).steps()]
+        prompt = [st["prompt_tokens"] for st in steps if "prompt_tokens" in st]
+        mean_prompt = f"{sum(prompt) / len(prompt):5.0f}" if prompt else "    -"
+        print(f"{name:<30} {attempts:>4} attempts in {secs:7.1f}s = {secs / attempts:6.2f} s/attempt, "
+              f"{new_tokens / attempts:5.0f} new tokens/attempt, prompt {mean_prompt} tokens, "
+              f"{new_tokens / secs:6.1f} new tokens/s", flush=True)
         return secs / attempts, attempts, done
 
     try:
         results = {}
         results["best-of-k"] = timed("best-of-k", [Job(problem, "best-of-k", cfg, runs_root=tmp / "bok",
                                                      options={"n_samples": args.seeds * args.budget})])
+        # The same samples drawn at multi-turn's batch width (one row per seed): separates the cost of a
+        # narrower batch from that of multi-turn's longer prompts.
+        results["best-of-k narrow"] = timed(f"best-of-k (max batch {args.seeds})", [
+            Job(problem, "best-of-k", cfg.replace(max_batch=args.seeds, batch_size=min(cfg.batch_size, args.seeds)),
+                runs_root=tmp / "bok-narrow", options={"n_samples": args.seeds * args.budget})])
         mt = {"variant": "feedback_only", "window_tokens": None}
         results["multi-turn batched"] = timed("multi-turn (seeds batched)", [
             Job(problem, "multi-turn", cfg.replace(seed=s), runs_root=tmp / "mt", stamp=False, options=mt)
@@ -87,6 +101,8 @@ def main() -> None:
               f"vs alone {[b[s]['discovery_index'] for s in seeds]}: equal {same_index}; attempt texts equal {same_texts}")
         per = {k: v[0] for k, v in results.items()}
         print(f"ratio multi-turn (batched) / best-of-k per attempt: {per['multi-turn batched'] / per['best-of-k']:.2f}")
+        print(f"ratio multi-turn (batched) / best-of-k at the same batch width: "
+              f"{per['multi-turn batched'] / per['best-of-k narrow']:.2f}")
         print(f"ratio multi-turn (one at a time) / (batched): {per['multi-turn alone'] / per['multi-turn batched']:.2f}")
         if "sdpo" in per:
             print(f"ratio SDPO / best-of-k per attempt: {per['sdpo'] / per['best-of-k']:.2f}")
