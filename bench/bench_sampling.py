@@ -36,6 +36,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--g", type=int, default=8)
     ap.add_argument("--tokens", type=int, default=192)
+    ap.add_argument("--prompt-tokens", type=int, default=0,
+                    help="lengthen the prompt to about this many tokens with earlier-feedback filler, as a late "
+                         "multi-turn prompt is (0: the problem's prompt as it is)")
+    ap.add_argument("--variants", default="base,merged,unmerged,no-share,other-attn")
     a = ap.parse_args()
 
     import contextlib
@@ -54,7 +58,12 @@ def main() -> None:
         model, tok = load_model(a.model, device="cpu", dtype=dtype)
         attn = model.config._attn_implementation
         other = "sdpa" if attn == "eager" else "eager"
-        prompt = encode_chat(tok, load_problem(a.problem).messages())
+        messages = load_problem(a.problem).messages()
+        prompt = encode_chat(tok, messages)
+        filler = "\n\nFeedback from an earlier attempt: Runtime Error. Test 1 failed: expected 7, got 3."
+        while a.prompt_tokens and len(prompt) < a.prompt_tokens:
+            messages[-1]["content"] += filler
+            prompt = encode_chat(tok, messages)
         torch.manual_seed(0)
         peft = attach_lora(model, rank=16, alpha=32)
         with torch.no_grad():
@@ -78,7 +87,7 @@ def main() -> None:
                 base.set_attn_implementation(attn)
             assert all(len(c.token_ids) == a.tokens for c in out)
 
-        for variant in ("base", "merged", "unmerged", "no-share", "other-attn"):
+        for variant in a.variants.split(","):
             label = f"{dtype} {variant}" + (f" ({other})" if variant == "other-attn" else f" ({attn})")
             runs[label] = (lambda call=call, variant=variant: call(variant=variant), [])
     for r in range(a.rounds):
@@ -88,7 +97,8 @@ def main() -> None:
             res.append((time.perf_counter() - t0, time.process_time() - c0))
             print(f"round {r + 1} {label:<28} wall {res[-1][0]:6.1f} s, CPU {res[-1][1]:6.1f} s", flush=True)
     unchanged = all(torch.equal(p, w[n]) for peft, w in checks for n, p in peft.named_parameters() if "lora_" not in n)
-    print(f"\n{a.model}, G={a.g} x {a.tokens} tokens, {torch.get_num_threads()} thread(s), {a.rounds} rounds; "
+    print(f"\n{a.model}, prompt {len(prompt)} tokens, G={a.g} x {a.tokens} tokens, {torch.get_num_threads()} thread(s), "
+          f"{a.rounds} rounds; "
           f"min/median/max per call; base weights bitwise unchanged: {unchanged}")
     ref = statistics.median(c for _, c in next(iter(runs.values()))[1])
     for label, (_, xs) in runs.items():
