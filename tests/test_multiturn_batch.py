@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import multi_turn_alone_and_batched
 
-from sdpo_cli.baselines import multi_turn, multi_turn_chains, multi_turn_seeds
+from sdpo_cli.baselines import multi_turn_chains
 from sdpo_cli.config import make_config
 from sdpo_cli.problem import Problem
 from sdpo_cli.runs import RunDir
@@ -45,14 +46,9 @@ def test_batched_chains_equal_each_seed_alone(tiny_model, tmp_path, max_batch):
     model, tok = tiny_model
     session = Session(model, tok)
     window = 70  # a few feedbacks fit: the window moves during the run
-    alone = []
-    for seed in (0, 1, 2):
-        run = RunDir.create(tmp_path / "alone", PROBLEM, "multi-turn", seed, _cfg(seed).to_dict())
-        list(multi_turn(PROBLEM, _cfg(seed), session, run, window_tokens=window))
-        alone.append(transcript(run))
-    runs = [RunDir.create(tmp_path / "batched", PROBLEM, "multi-turn", s, _cfg(s).to_dict()) for s in (0, 1, 2)]
-    events = list(multi_turn_seeds(PROBLEM, [(_cfg(s, max_batch=max_batch), r, False) for s, r in zip((0, 1, 2), runs)],
-                                   session, window_tokens=window))
+    alone_runs, runs, events = multi_turn_alone_and_batched(PROBLEM, session, tmp_path, _cfg, max_batch=max_batch,
+                                                            window_tokens=window)
+    alone = [transcript(r) for r in alone_runs]
     assert [transcript(r) for r in runs] == alone
     steps = [e.record for e in events if type(e).__name__ == "Step"]
     assert max(s["batched_with"] for s in steps) == max_batch  # really batched (solved chains leave the batch)
@@ -154,11 +150,6 @@ def test_real_model_batched_chains_equal_each_seed_alone(tmp_path):
     def cfg(seed, **kw):
         return make_config(dict(device="cpu", budget=3, max_new_tokens=48, seed=seed, dtype="fp32", **kw))
 
-    alone = []
-    for seed in (0, 1, 2):
-        run = RunDir.create(tmp_path / "alone", problem, "multi-turn", seed, cfg(seed).to_dict())
-        list(multi_turn(problem, cfg(seed), session, run))
-        alone.append(transcript(run))
-    runs = [RunDir.create(tmp_path / "batched", problem, "multi-turn", s, cfg(s).to_dict()) for s in (0, 1, 2)]
-    list(multi_turn_seeds(problem, [(cfg(s, max_batch=3), r, False) for s, r in zip((0, 1, 2), runs)], session))
+    alone_runs, runs, _ = multi_turn_alone_and_batched(problem, session, tmp_path, cfg, max_batch=3)
+    alone = [transcript(r) for r in alone_runs]
     assert [transcript(r) for r in runs] == alone

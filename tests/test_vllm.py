@@ -276,11 +276,11 @@ def test_multi_turn_chains_batched_equal_each_seed_alone(engine, hf, tmp_path):
     Each chain's request carries its own seed, and a seeded vLLM request draws from its own generator,
     so the batch does not change what a chain samples; its prompt grows by one feedback a turn and the
     engine's prefix caching serves the common prefix."""
-    from sdpo_cli.baselines import multi_turn, multi_turn_seeds
+    from conftest import multi_turn_alone_and_batched
+
     from sdpo_cli.config import make_config
     from sdpo_cli.model import load_model
     from sdpo_cli.problem import Problem
-    from sdpo_cli.runs import RunDir
     from sdpo_cli.session import Session
 
     sampler, _ = engine
@@ -289,19 +289,14 @@ def test_multi_turn_chains_batched_equal_each_seed_alone(engine, hf, tmp_path):
     problem = Problem.model_validate({"id": "add", "title": "t", "prompt": "What is 2+3? End with 'Answer: N'.",
                                       "verifier": {"kind": "answer", "answer": 9}})  # never solved: full chains
 
-    def cfg(seed):
-        return make_config(dict(device="cpu", backend="vllm", budget=3, max_new_tokens=24, seed=seed, lora_rank=RANK))
+    def cfg(seed, **kw):
+        return make_config(dict(device="cpu", backend="vllm", budget=3, max_new_tokens=24, seed=seed, lora_rank=RANK, **kw))
 
     def transcript(run):
         return [(a["attempt"], a["text"], a["feedback"]) for a in run.attempts()]
 
-    alone = []
-    for seed in (0, 1, 2):
-        run = RunDir.create(tmp_path / "alone", problem, "multi-turn", seed, cfg(seed).to_dict())
-        list(multi_turn(problem, cfg(seed), session, run))
-        alone.append(transcript(run))
-    runs = [RunDir.create(tmp_path / "batched", problem, "multi-turn", s, cfg(s).to_dict()) for s in (0, 1, 2)]
-    events = list(multi_turn_seeds(problem, [(cfg(s), r, False) for s, r in zip((0, 1, 2), runs)], session))
+    alone_runs, runs, events = multi_turn_alone_and_batched(problem, session, tmp_path, cfg)
+    alone = [transcript(r) for r in alone_runs]
     steps = [e.record for e in events if type(e).__name__ == "Step"]
     assert max(s["batched_with"] for s in steps) == 3  # really one call per turn
     assert [len(t) for t in alone] == [3, 3, 3] and len({t[0][1] for t in alone}) == 3  # full chains, seeds differ
@@ -312,9 +307,9 @@ def test_multi_turn_chains_batched_equal_each_seed_alone(engine, hf, tmp_path):
 @pytest.mark.vllm
 def test_engine_crash_is_a_run_error(engine, hf):
     """Kills this module's engine, so it must stay the last test of the file."""
-    import psutil
-
     import threading
+
+    import psutil
 
     sampler, _ = engine
     _, _, prompt_ids = hf
