@@ -202,7 +202,7 @@ def multi_turn_alone_and_batched(problem, session, root, cfg, *, seeds=(0, 1, 2)
     cfg(seed, **overrides) builds each chain's config; `max_batch` caps the batched calls; `kw` go to
     both paths (e.g. window_tokens). Returns (alone RunDirs, batched RunDirs, the batched path's events).
     """
-    from sdpo_cli.baselines import multi_turn, multi_turn_seeds
+    from sdpo_cli.baselines import multi_turn, multi_turn_chains
     from sdpo_cli.runs import RunDir
 
     alone = []
@@ -211,5 +211,5 @@ def multi_turn_alone_and_batched(problem, session, root, cfg, *, seeds=(0, 1, 2)
         list(multi_turn(problem, cfg(seed), session, alone[-1], **kw))
     batched = [RunDir.create(root / "batched", problem, "multi-turn", s, cfg(s).to_dict()) for s in seeds]
     extra = {} if max_batch is None else {"max_batch": max_batch}
-    chains = [(cfg(s, **extra), run, False) for s, run in zip(seeds, batched)]
-    return alone, batched, list(multi_turn_seeds(problem, chains, session, **kw))
+    chains = [(problem, cfg(s, **extra), run, False) for s, run in zip(seeds, batched)]
+    return alone, batched, list(multi_turn_chains(chains, session, **kw))

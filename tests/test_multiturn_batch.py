@@ -1,4 +1,4 @@
-"""Multi-turn chains of several seeds sampled as one batch per turn (baselines.multi_turn_seeds).
+"""Multi-turn chains of several seeds sampled as one batch per turn (baselines.multi_turn_chains).
 
 Every chain must get exactly what it gets when its seed runs alone (the one-seed path): the same
 transcript (attempt texts, feedback), the same prompt window and the same discovery index; and each

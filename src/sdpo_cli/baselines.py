@@ -188,11 +188,6 @@ def multi_turn(problem, cfg, session, run: RunDir, *, variant: str = "feedback_o
     return multi_turn_chains([(problem, cfg, run, resume)], session, variant=variant, window_tokens=window_tokens)
 
 
-def multi_turn_seeds(problem, seeds: list[tuple], session, **kw) -> Iterator:
-    """Every seed of one problem: `seeds` are (cfg, run, resume); see `multi_turn_chains`."""
-    return multi_turn_chains([(problem, *x) for x in seeds], session, **kw)
-
-
 def multi_turn_chains(chains_in: list[tuple], session, *, variant: str = "feedback_only",
                       window_tokens: int | None = None) -> Iterator:
     """Retry with past feedback in the prompt, one generation per turn, until a success or the budget;

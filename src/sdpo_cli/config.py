@@ -84,10 +84,11 @@ KNOBS: tuple[Knob, ...] = (
          ge=1, le=1_000_000, auto=True),
     Knob("seed", int, 0, "Random seed: same seed, same machine, same attempts (compare uses seed, seed+1, ...).",
          ge=0, le=MAX_SEED),
-    # Batching across requests gives every request what it would get alone (sampling.hf), so this knob
-    # changes speed and memory, never results.
+    # Batching across requests gives every request what it would get alone (sampling.hf): exactly in fp32,
+    # up to bf16 rounding in bf16, so this knob changes speed and memory, not the distribution.
     Knob("max_batch", int, None, "Most sequences sampled in one generate call where a plan can batch more "
-         "(multi-turn seeds of one problem, several best-of-k batches); results are the same as unbatched. "
+         "(multi-turn chains, several best-of-k batches); the same samples as unbatched in fp32, up to "
+         "rounding in bf16. "
          "[default: 64 on CUDA, 16 on CPU]", ge=1, le=100_000, auto=True),
 
     # --- LoRA and optimiser -----------------------------------------------------------------------------
