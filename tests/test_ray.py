@@ -126,16 +126,22 @@ def test_a_worker_killed_mid_job_is_retried_and_nothing_is_lost(setup, in_proces
                                   window_tokens=None, cfg=cfg, given=set())
     jobs, _ = plan_jobs(out, spec, problems)
     victim, pids, killed, errors, done = ("never", "sdpo", 1), {}, False, [], []
-    for ev in run_jobs_ray(jobs, num_cpus=2):
-        if isinstance(ev, Start):
-            pids[tuple(ev.job)] = ev.worker_pid
-        elif isinstance(ev, Step) and tuple(ev.job) == victim and not killed:
-            os.kill(pids[victim], signal.SIGKILL)  # mid-job: steps 1 and 2 are still to come
-            killed = True
-        elif isinstance(ev, Error):
-            errors.append(ev)
-        elif isinstance(ev, Done):
-            done.append(tuple(ev.job))
+    # Every sampling call takes 0.5 s, so the victim's steps 1 and 2 are still to come when the driver
+    # sees its step 0 (without it the tiny job could finish before the event arrived: a kill after the end).
+    os.environ["SDPO_SCRIPT_DELAY_S"] = "0.5"
+    try:
+        for ev in run_jobs_ray(jobs, num_cpus=2):
+            if isinstance(ev, Start):
+                pids[tuple(ev.job)] = ev.worker_pid
+            elif isinstance(ev, Step) and tuple(ev.job) == victim and not killed:
+                os.kill(pids[victim], signal.SIGKILL)  # mid-job: steps 1 and 2 are still to come
+                killed = True
+            elif isinstance(ev, Error):
+                errors.append(ev)
+            elif isinstance(ev, Done):
+                done.append(tuple(ev.job))
+    finally:
+        os.environ.pop("SDPO_SCRIPT_DELAY_S", None)
     assert killed and len(errors) == 1 and "worker died" in errors[0].message
     assert sorted(done) == sorted(tuple(j.key) for j in jobs)  # every job finished, the victim once
     assert attempts_of(out) == attempts_of(local_out)  # no attempt lost or counted twice

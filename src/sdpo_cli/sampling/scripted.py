@@ -6,12 +6,15 @@ The script is a JSON list of response texts; the k-th attempt of a run (1-based,
 steps, like the budget) gets script[(k - 1) % len(script)], so a test knows exactly which attempt
 passes. Token ids come from the real tokenizer (EOS appended), log-probs are 0 (unknown). The SDPO
 update still runs on the real model, so everything but the sampling is exercised for real.
+SDPO_SCRIPT_DELAY_S=SECONDS makes every sampling call take that long, like a slow model (tests of
+scheduling and interruption use it so that a job is still running when they act on it).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -35,6 +38,7 @@ class ScriptedSampler:
         self.responses = list(responses)
         self.tokenizer = tokenizer
         self.calls = attempts_done  # attempts handed out so far (a resumed run continues the script)
+        self.delay_s = float(os.environ.get("SDPO_SCRIPT_DELAY_S") or 0)
 
     def after_update(self, model, directory) -> dict:
         return {}
@@ -43,6 +47,7 @@ class ScriptedSampler:
         return [self.sample(r.prompt_ids, r.n, r.params) for r in requests]
 
     def sample(self, prompt_ids: list[int], n: int, params: SamplingParams) -> list[Completion]:
+        time.sleep(self.delay_s)
         out = []
         for _ in range(n):
             text = self.responses[self.calls % len(self.responses)]
