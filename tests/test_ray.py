@@ -22,6 +22,11 @@ from pathlib import Path
 
 import pytest
 
+# Ray reads its single-node switch when it is imported: set it as ray_runner.import_ray(local=True) does,
+# before this module's own import, or the in-process instance below would advertise the machine's
+# network address and its processes would talk over it.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
 
